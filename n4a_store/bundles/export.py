@@ -1,0 +1,72 @@
+"""``export_chain``: write a chain as a ``.n4a`` bundle or a standalone ``.n4a.py`` script."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from n4a_store.bundles.collect import ChainExport, collect_chain
+from n4a_store.bundles.layout import MANIFEST_MEMBER
+from n4a_store.errors import InvalidInputError
+
+EXPORT_FORMATS = ("n4a", "n4a.py")
+# Fixed member timestamp so that a bundle's bytes depend only on its content and manifest.
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)
+
+
+def export_chain(store: Any, chain_id: str, output_path: str | Path, format: str = "n4a") -> Path:
+    """Export a chain as a ``.n4a`` bundle (``format="n4a"``) or a script (``format="n4a.py"``).
+
+    The file is written atomically (temporary file, then rename). Parent directories are created.
+
+    Returns:
+        The path written.
+    """
+    if format not in EXPORT_FORMATS:
+        raise InvalidInputError(f"unknown export format {format!r}; expected one of {EXPORT_FORMATS}")
+    export = collect_chain(store, chain_id)
+    output_path = Path(output_path)
+    if format == "n4a":
+        return write_bundle(export, output_path)
+    from n4a_store.bundles.script import render_script
+
+    return _write_atomic(output_path, render_script(export).encode("utf-8"))
+
+
+def write_bundle(export: ChainExport, output_path: Path) -> Path:
+    """Write ``manifest.json``, ``chain.json`` and the artifacts into one zip file."""
+    members = export.members()
+    manifest = export.manifest(members)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            _add(archive, MANIFEST_MEMBER, json.dumps(manifest, indent=2, sort_keys=True).encode())
+            for name in sorted(members):
+                _add(archive, name, members[name])
+        os.replace(tmp, output_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output_path
+
+
+def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, data)
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
