@@ -1,0 +1,1 @@
+"""Prediction arrays in Zstd Parquet, one directory per dataset."""

@@ -1,0 +1,198 @@
+"""Conversion between prediction-array records and Arrow tables.
+
+Numeric ``y_true``/``y_pred`` are stored as ``list<double>``; label arrays
+(strings, e.g. class names) go to ``y_true_labels``/``y_pred_labels`` as
+``list<string>``. ``y_proba`` is stored flattened with its column count, so its
+2-D shape comes back exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InvalidInputError
+
+META_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("prediction_id", pa.string()),
+    ("dataset_name", pa.string()),
+    ("model_name", pa.string()),
+    ("fold_id", pa.string()),
+    ("partition", pa.string()),
+    ("metric", pa.string()),
+    ("task_type", pa.string()),
+    ("val_score", pa.float64()),
+)
+
+SCHEMA = pa.schema(
+    [pa.field(name, dtype) for name, dtype in META_FIELDS]
+    + [
+        pa.field("y_true", pa.list_(pa.float64())),
+        pa.field("y_pred", pa.list_(pa.float64())),
+        pa.field("y_true_labels", pa.list_(pa.string())),
+        pa.field("y_pred_labels", pa.list_(pa.string())),
+        pa.field("y_proba", pa.list_(pa.float64())),
+        pa.field("y_proba_cols", pa.int32()),
+        pa.field("sample_indices", pa.list_(pa.int64())),
+        pa.field("weights", pa.list_(pa.float64())),
+    ]
+)
+
+ARRAY_KEYS = ("y_true", "y_pred", "y_proba", "sample_indices", "weights")
+
+
+def _as_1d(value: Any, key: str, pid: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 1:
+        raise InvalidInputError(
+            f"prediction {pid!r}: {key} must be 1-D, got shape {array.shape}"
+        )
+    return array
+
+
+def _is_numeric(array: np.ndarray) -> bool:
+    return array.dtype.kind in "biuf"
+
+
+def normalize_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Validate one record and return it with numpy arrays; raise InvalidInputError on any problem."""
+    pid = record.get("prediction_id")
+    if not isinstance(pid, str) or not pid:
+        raise InvalidInputError(f"array record needs a non-empty prediction_id, got {pid!r}")
+    dataset = record.get("dataset_name")
+    if not isinstance(dataset, str) or not dataset:
+        raise InvalidInputError(f"prediction {pid!r}: dataset_name must be a non-empty string")
+    if record.get("y_true") is None or record.get("y_pred") is None:
+        raise InvalidInputError(f"prediction {pid!r}: y_true and y_pred are both required")
+    out = dict(record)
+    y_true = _as_1d(record["y_true"], "y_true", pid)
+    y_pred = _as_1d(record["y_pred"], "y_pred", pid)
+    n = len(y_true)
+    if len(y_pred) != n:
+        raise InvalidInputError(
+            f"prediction {pid!r}: y_true has {n} values but y_pred has {len(y_pred)}"
+        )
+    out["y_true"], out["y_pred"] = y_true, y_pred
+    proba = record.get("y_proba")
+    if proba is not None:
+        proba = np.asarray(proba, dtype=np.float64)
+        if proba.ndim == 1:
+            proba = proba.reshape(-1, 1)
+        if proba.ndim != 2 or proba.shape[0] != n:
+            raise InvalidInputError(
+                f"prediction {pid!r}: y_proba must have shape ({n}, n_classes), got {proba.shape}"
+            )
+        out["y_proba"] = proba
+    for key, dtype in (("sample_indices", np.int64), ("weights", np.float64)):
+        value = record.get(key)
+        if value is None:
+            continue
+        array = _as_1d(value, key, pid)
+        if len(array) != n:
+            raise InvalidInputError(
+                f"prediction {pid!r}: {key} has {len(array)} values but y_true has {n}"
+            )
+        try:
+            out[key] = array.astype(dtype, casting="same_kind" if key == "weights" else "unsafe")
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"prediction {pid!r}: {key} must be numeric") from exc
+    return out
+
+
+def _list_column(values: list[np.ndarray | None], dtype: pa.DataType) -> pa.Array:
+    lengths = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    present = [v for v in values if v is not None and len(v)]
+    if pa.types.is_string(dtype):
+        flat = pa.array([str(x) for v in present for x in v.tolist()], type=pa.string())
+    else:
+        np_type = np.int64 if pa.types.is_integer(dtype) else np.float64
+        flat_np = np.concatenate([np.asarray(v, dtype=np_type).ravel() for v in present]) if present else np.empty(0, np_type)
+        flat = pa.array(flat_np, type=dtype)
+    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), flat, type=pa.list_(dtype), mask=pa.array(mask) if mask.any() else None
+    )
+
+
+def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Build an Arrow table (schema :data:`SCHEMA`) from normalised records."""
+    columns: dict[str, pa.Array] = {}
+    for name, dtype in META_FIELDS:
+        columns[name] = pa.array([r.get(name) for r in records], type=dtype)
+    numeric_true, label_true, numeric_pred, label_pred = [], [], [], []
+    for r in records:
+        for array, numeric, labels in (
+            (r["y_true"], numeric_true, label_true),
+            (r["y_pred"], numeric_pred, label_pred),
+        ):
+            if _is_numeric(array):
+                numeric.append(array.astype(np.float64, copy=False))
+                labels.append(None)
+            else:
+                numeric.append(None)
+                labels.append(array)
+    columns["y_true"] = _list_column(numeric_true, pa.float64())
+    columns["y_pred"] = _list_column(numeric_pred, pa.float64())
+    columns["y_true_labels"] = _list_column(label_true, pa.string())
+    columns["y_pred_labels"] = _list_column(label_pred, pa.string())
+    probas = [r.get("y_proba") for r in records]
+    columns["y_proba"] = _list_column([None if p is None else p.ravel() for p in probas], pa.float64())
+    columns["y_proba_cols"] = pa.array([None if p is None else p.shape[1] for p in probas], type=pa.int32())
+    columns["sample_indices"] = _list_column([r.get("sample_indices") for r in records], pa.int64())
+    columns["weights"] = _list_column([r.get("weights") for r in records], pa.float64())
+    return pa.Table.from_arrays([columns[f.name] for f in SCHEMA], schema=SCHEMA)
+
+
+class _ListColumn:
+    """Fast row access to a list column: validity, offsets and values as numpy."""
+
+    def __init__(self, column: pa.ChunkedArray | pa.Array, numpy_type: Any) -> None:
+        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        self.valid = array.is_valid().to_numpy(zero_copy_only=False)
+        self.offsets = array.offsets.to_numpy()
+        self.numpy_type = numpy_type
+        if numpy_type is str:
+            self.values = array.values
+        else:
+            self.values = array.values.to_numpy(zero_copy_only=False).astype(numpy_type, copy=False)
+
+    def row(self, row: int) -> np.ndarray | None:
+        if not self.valid[row]:
+            return None
+        start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
+        if self.numpy_type is str:
+            return np.array(self.values.slice(start, stop - start).to_pylist(), dtype=object)
+        return self.values[start:stop].copy()
+
+
+def rows_to_records(table: pa.Table, rows: Iterable[int]) -> list[dict[str, Any]]:
+    """Extract records at ``rows`` of a table produced from :data:`SCHEMA`."""
+    rows = list(rows)
+    meta_lists = {name: table.column(name).to_pylist() for name, _ in META_FIELDS}
+    lists = {
+        "y_true": _ListColumn(table.column("y_true"), np.float64),
+        "y_pred": _ListColumn(table.column("y_pred"), np.float64),
+        "y_true_labels": _ListColumn(table.column("y_true_labels"), str),
+        "y_pred_labels": _ListColumn(table.column("y_pred_labels"), str),
+        "y_proba": _ListColumn(table.column("y_proba"), np.float64),
+        "sample_indices": _ListColumn(table.column("sample_indices"), np.int64),
+        "weights": _ListColumn(table.column("weights"), np.float64),
+    }
+    proba_cols = table.column("y_proba_cols").to_pylist()
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        record: dict[str, Any] = {name: meta_lists[name][row] for name, _ in META_FIELDS}
+        y_true = lists["y_true"].row(row)
+        record["y_true"] = y_true if y_true is not None else lists["y_true_labels"].row(row)
+        y_pred = lists["y_pred"].row(row)
+        record["y_pred"] = y_pred if y_pred is not None else lists["y_pred_labels"].row(row)
+        proba = lists["y_proba"].row(row)
+        record["y_proba"] = None if proba is None else proba.reshape(-1, proba_cols[row])
+        record["sample_indices"] = lists["sample_indices"].row(row)
+        record["weights"] = lists["weights"].row(row)
+        out.append(record)
+    return out

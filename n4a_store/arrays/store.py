@@ -1,0 +1,289 @@
+"""ArrayStore: dense prediction arrays in Zstd Parquet, one directory per dataset.
+
+Layout under ``<base_dir>/arrays/``::
+
+    <dataset>/part-<time>-<id>.parquet   one immutable file per write batch
+    <dataset>/data-<time>-<id>.parquet   the file left by compact()
+    _tombstones/<id>.txt                 prediction ids marked deleted
+
+A save writes one new file (temporary name, then an atomic rename), so it
+never rereads or rewrites what is stored and concurrent writers never collide.
+Reads go through an in-memory index (see :mod:`.index`) and read only the row
+group holding the wanted rows. Deletes append a tombstone file; ``compact()``
+streams a dataset's files into one file without the tombstoned rows.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import uuid
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import InvalidInputError
+from .codec import SCHEMA, normalize_record, records_to_table, rows_to_records
+from .index import DatasetIndex
+from .layout import (
+    ROW_GROUP_SIZE,
+    TOMBSTONE_DIR,
+    dataset_dirname,
+    dataset_from_dirname,
+    new_data_name,
+    new_part_name,
+)
+
+
+class ArrayStore:
+    """Parquet-backed storage for prediction arrays."""
+
+    def __init__(self, base_dir: Path) -> None:
+        """Initialize. Creates the ``arrays/`` subdirectory of ``base_dir`` automatically."""
+        self.root = Path(base_dir) / "arrays"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tomb_dir = self.root / TOMBSTONE_DIR
+        self._indexes: dict[str, DatasetIndex] = {}
+        self._tomb_files: set[str] = set()
+        self._tombstones: set[str] = set()
+        self._mutex = threading.RLock()
+
+    # -- writing ------------------------------------------------------------------
+    def save_batch(self, records: list[dict]) -> None:
+        """Append prediction arrays for a batch of records (one new file per dataset).
+
+        Every record is validated before anything is written: a bad record
+        (missing id, inconsistent lengths, wrong shape) raises InvalidInputError
+        and leaves the store unchanged.
+        """
+        self.write_batch(records)
+
+    def write_batch(self, records: list[dict]) -> list[Path]:
+        """Like :meth:`save_batch`, returning the files written (for rollback)."""
+        normalized = [normalize_record(r) for r in records]
+        seen: set[str] = set()
+        for r in normalized:
+            if r["prediction_id"] in seen:
+                raise InvalidInputError(f"prediction {r['prediction_id']!r} appears twice in the batch")
+            seen.add(r["prediction_id"])
+        by_dataset: dict[str, list[dict]] = defaultdict(list)
+        for r in normalized:
+            by_dataset[r["dataset_name"]].append(r)
+        tables = {ds: records_to_table(rs) for ds, rs in by_dataset.items()}
+        written: list[Path] = []
+        try:
+            for dataset, table in tables.items():
+                directory = self.root / dataset_dirname(dataset)
+                directory.mkdir(exist_ok=True)
+                name = new_part_name()
+                tmp = directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+                pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
+                final = directory / name
+                os.replace(tmp, final)
+                written.append(final)
+                with self._mutex:
+                    index = self._indexes.get(dataset)
+                    if index is not None:
+                        index.add_file(name, table.column("prediction_id").to_pylist())
+        except BaseException:
+            self.discard_files(written)
+            raise
+        return written
+
+    def discard_files(self, paths: list[Path]) -> None:
+        """Remove files returned by :meth:`write_batch` (rollback of a failed commit)."""
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    # -- reading ------------------------------------------------------------------
+    def _index(self, dataset_name: str) -> DatasetIndex:
+        index = self._indexes.get(dataset_name)
+        if index is None:
+            index = DatasetIndex(self.root / dataset_dirname(dataset_name))
+            self._indexes[dataset_name] = index
+        index.refresh()
+        return index
+
+    def _refresh_tombstones(self) -> set[str]:
+        try:
+            names = os.listdir(self._tomb_dir)
+        except FileNotFoundError:
+            return self._tombstones
+        for name in names:
+            if name.endswith(".txt") and name not in self._tomb_files:
+                try:
+                    text = (self._tomb_dir / name).read_text()
+                except FileNotFoundError:
+                    continue
+                self._tombstones.update(line for line in text.splitlines() if line)
+                self._tomb_files.add(name)
+        return self._tombstones
+
+    def load(self, prediction_id: str, dataset_name: str) -> dict | None:
+        """Load arrays for a single prediction, or None if absent or deleted."""
+        found = self.load_batch([prediction_id], dataset_name)
+        return found[0] if found else None
+
+    def load_batch(self, prediction_ids: list[str], dataset_name: str) -> list[dict]:
+        """Load arrays for several predictions of one dataset, in the order asked.
+
+        Ids that are absent or deleted are skipped. Each needed row group is read once.
+        """
+        with self._mutex:
+            for attempt in range(3):
+                try:
+                    return self._load_batch(prediction_ids, dataset_name)
+                except FileNotFoundError:  # a concurrent compaction replaced a file
+                    self._indexes.pop(dataset_name, None)
+            return self._load_batch(prediction_ids, dataset_name)
+
+    def _load_batch(self, prediction_ids: list[str], dataset_name: str) -> list[dict]:
+        index = self._index(dataset_name)
+        tombstones = self._refresh_tombstones()
+        wanted: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+        for position, pid in enumerate(prediction_ids):
+            if pid in tombstones:
+                continue
+            found = index.locate(pid)
+            if found is None:
+                continue
+            name, row = found
+            group, offset = index.row_group_of(name, row)
+            wanted[(name, group)].append((position, offset))
+        results: dict[int, dict] = {}
+        for (name, group), members in wanted.items():
+            table = index.parquet(name).read_row_group(group)
+            records = rows_to_records(table, [offset for _, offset in members])
+            for (position, _), record in zip(members, records):
+                results[position] = record
+        return [results[p] for p in sorted(results)]
+
+    def list_datasets(self) -> list[str]:
+        """Return dataset names that have Parquet array files."""
+        out = []
+        for entry in sorted(os.listdir(self.root)):
+            if entry == TOMBSTONE_DIR or entry.startswith("."):
+                continue
+            directory = self.root / entry
+            if directory.is_dir() and DatasetIndex(directory).current_files():
+                out.append(dataset_from_dirname(entry))
+        return out
+
+    def all_ids(self, dataset_name: str) -> list[str]:
+        """Every prediction id with rows in a dataset's files (tombstoned ones included)."""
+        with self._mutex:
+            return self._index(dataset_name).all_ids()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per dataset: number of files, rows stored, rows tombstoned but not yet compacted."""
+        with self._mutex:
+            tombstones = self._refresh_tombstones()
+            out: dict[str, dict[str, int]] = {}
+            for dataset in self.list_datasets():
+                index = self._index(dataset)
+                out[dataset] = {
+                    "files": len(index.current_files()),
+                    "rows": index.total_rows(),
+                    "tombstoned": index.contains(tombstones),
+                }
+            return out
+
+    # -- deleting -----------------------------------------------------------------
+    def delete(self, prediction_ids: list[str]) -> None:
+        """Mark predictions for deletion (tombstone). Apply with compact()."""
+        ids = [p for p in prediction_ids if p]
+        if not ids:
+            return
+        self._tomb_dir.mkdir(exist_ok=True)
+        name = f"{uuid.uuid4().hex}.txt"
+        tmp = self._tomb_dir / f".{name}.tmp"
+        tmp.write_text("\n".join(ids) + "\n")
+        os.replace(tmp, self._tomb_dir / name)
+        with self._mutex:
+            self._tombstones.update(ids)
+            self._tomb_files.add(name)
+
+    @contextmanager
+    def _compaction_lock(self, directory: Path) -> Iterator[None]:
+        fd = os.open(directory / ".compact.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def compact(self, dataset_name: str | None = None) -> int:
+        """Rewrite Parquet files, removing tombstoned rows. Returns rows removed.
+
+        Each compacted dataset is left with exactly one file. Rows are streamed
+        row group by row group, so memory stays bounded on large datasets.
+        Concurrent writers are safe: files written during compaction are kept.
+        """
+        with self._mutex:
+            tomb_files_at_start = set()
+            if self._tomb_dir.exists():
+                tomb_files_at_start = {n for n in os.listdir(self._tomb_dir) if n.endswith(".txt")}
+            tombstones = set(self._refresh_tombstones())
+            datasets = [dataset_name] if dataset_name is not None else self.list_datasets()
+            removed = 0
+            for dataset in datasets:
+                removed += self._compact_one(dataset, tombstones)
+            if dataset_name is None:
+                for name in tomb_files_at_start:
+                    (self._tomb_dir / name).unlink(missing_ok=True)
+                self._tomb_files -= tomb_files_at_start
+            return removed
+
+    def _compact_one(self, dataset: str, tombstones: set[str]) -> int:
+        directory = self.root / dataset_dirname(dataset)
+        if not directory.is_dir():
+            return 0
+        with self._compaction_lock(directory):
+            index = DatasetIndex(directory)
+            files = index.current_files()
+            if not files:
+                return 0
+            if len(files) == 1 and not index_has(index, files[0], tombstones):
+                return 0
+            name = new_data_name()
+            tmp = directory / f".{name}.tmp"
+            removed = 0
+            seen: set[str] = set()
+            writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd")
+            try:
+                for file_name in reversed(files):  # newest first: newest copy of an id wins
+                    handle = pq.ParquetFile(directory / file_name)
+                    for group in range(handle.metadata.num_row_groups):
+                        table = handle.read_row_group(group)
+                        ids = table.column("prediction_id").to_pylist()
+                        keep = [not (i in tombstones or i in seen) for i in ids]
+                        removed += sum(1 for i, k in zip(ids, keep) if not k and i not in seen)
+                        seen.update(ids)
+                        if not all(keep):
+                            table = table.filter(pa.array(keep))
+                        if table.num_rows:
+                            writer.write_table(table.cast(SCHEMA), row_group_size=ROW_GROUP_SIZE)
+            except BaseException:
+                writer.close()
+                tmp.unlink(missing_ok=True)
+                raise
+            writer.close()
+            os.replace(tmp, directory / name)
+            for file_name in files:
+                (directory / file_name).unlink(missing_ok=True)
+            self._indexes.pop(dataset, None)
+            return removed
+
+
+def index_has(index: DatasetIndex, file_name: str, tombstones: set[str]) -> bool:
+    """True when ``file_name`` holds a tombstoned id."""
+    if not tombstones:
+        return False
+    ids = pq.read_table(index.directory / file_name, columns=["prediction_id"]).column(0).to_pylist()
+    return any(i in tombstones for i in ids)

@@ -1,0 +1,121 @@
+"""Content-addressed storage of fitted objects under ``artifacts/``.
+
+An artifact's id is the SHA-256 of its serialised bytes, and its file lives at
+``artifacts/<first two hex>/<sha256>.<ext>``. Identical content therefore maps
+to one file. Files are written to a temporary name and renamed into place, so
+a reader never sees half a file; every load re-hashes the bytes, so a
+corrupted or altered file is detected before anything is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..catalog.columns import ARTIFACT_FORMATS
+from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidInputError
+
+
+def serialize(obj: Any, format: str) -> bytes:
+    """Serialise ``obj`` with ``joblib`` or ``cloudpickle``."""
+    if format == "joblib":
+        import joblib
+
+        buffer = io.BytesIO()
+        joblib.dump(obj, buffer)
+        return buffer.getvalue()
+    if format == "cloudpickle":
+        import cloudpickle
+
+        return cloudpickle.dumps(obj)
+    raise InvalidInputError(
+        f"unknown artifact format {format!r}; expected one of: {', '.join(ARTIFACT_FORMATS)}"
+    )
+
+
+def deserialize(data: bytes, format: str) -> Any:
+    """Inverse of :func:`serialize`."""
+    if format == "joblib":
+        import joblib
+
+        return joblib.load(io.BytesIO(data))
+    if format == "cloudpickle":
+        import cloudpickle
+
+        return cloudpickle.loads(data)
+    raise InvalidInputError(f"unknown artifact format {format!r}")
+
+
+def content_hash(data: bytes) -> str:
+    """SHA-256 hex digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactFiles:
+    """The ``artifacts/`` directory of a workspace."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def relative_path(self, artifact_id: str, format: str) -> str:
+        """Path of an artifact relative to the workspace root, with '/' separators."""
+        ext = ARTIFACT_FORMATS.get(format)
+        if ext is None:
+            raise InvalidInputError(f"unknown artifact format {format!r}")
+        return f"artifacts/{artifact_id[:2]}/{artifact_id}.{ext}"
+
+    def path(self, artifact_id: str, format: str) -> Path:
+        """Absolute path of an artifact file."""
+        return self.root.parent / self.relative_path(artifact_id, format)
+
+    def write(self, artifact_id: str, format: str, data: bytes) -> Path:
+        """Write the file unless an intact copy is already there; return its path."""
+        target = self.path(artifact_id, format)
+        if target.exists() and target.stat().st_size == len(data):
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+        return target
+
+    def read_verified(self, artifact_id: str, format: str) -> bytes:
+        """Read an artifact's bytes and check they hash to its id."""
+        target = self.path(artifact_id, format)
+        try:
+            data = target.read_bytes()
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(
+                f"artifact {artifact_id!r} is in the catalog but its file "
+                f"{self.relative_path(artifact_id, format)} is missing"
+            ) from exc
+        if content_hash(data) != artifact_id:
+            raise ArtifactIntegrityError(
+                f"artifact {artifact_id!r} is corrupted: the SHA-256 of "
+                f"{self.relative_path(artifact_id, format)} does not match its id"
+            )
+        return data
+
+    def load(self, artifact_id: str, format: str) -> Any:
+        """Load and deserialise an artifact after verifying its hash."""
+        return deserialize(self.read_verified(artifact_id, format), format)
+
+    def remove(self, artifact_id: str, format: str) -> int:
+        """Delete an artifact file; return the bytes freed (0 if it was absent)."""
+        target = self.path(artifact_id, format)
+        try:
+            size = target.stat().st_size
+            target.unlink()
+        except FileNotFoundError:
+            return 0
+        try:
+            target.parent.rmdir()
+        except OSError:
+            pass
+        return size

@@ -1,0 +1,1 @@
+"""The DuckDB catalog: schema and migrations, cross-process locking, connections, columns."""

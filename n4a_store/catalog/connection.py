@@ -1,0 +1,212 @@
+"""Leased DuckDB connections to the workspace catalog.
+
+Opening a DuckDB file costs tens of milliseconds, so a process keeps its
+connection (and the :class:`WorkspaceLock` that goes with it) between
+operations, as a *lease*. The lease ends when another process is waiting for
+the lock (checked after every operation), after ``idle_release`` seconds
+without use (a daemon thread watches), or on :meth:`Catalog.close`.
+
+Reads use a read-only connection under a shared lock, so several reader
+processes proceed together; writes upgrade to a read-write connection under the
+exclusive lock. Lock errors raised by DuckDB itself (a process that does not use
+this lock, such as the ``duckdb`` shell) are retried until the same deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from ..errors import WorkspaceLockTimeout
+from .lock import WorkspaceLock
+
+_LIVE: "weakref.WeakSet[Catalog]" = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for catalog in list(_LIVE):
+        catalog._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class Catalog:
+    """Connection manager for one workspace's ``store.duckdb``."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        lock: WorkspaceLock,
+        timeout: float = 60.0,
+        idle_release: float = 0.2,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.lock = lock
+        self.timeout = timeout
+        self.idle_release = idle_release
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._mode: str | None = None  # "r" | "w"
+        self._mutex = threading.RLock()
+        self._depth = 0
+        self._last_used = 0.0
+        self._closed = False
+        self._wake = threading.Event()
+        self._reaper: threading.Thread | None = None
+        _LIVE.add(self)
+
+    # -- public context managers -------------------------------------------------
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Yield a connection that sees every committed write."""
+        with self._mutex:
+            con = self._ensure("r")
+            self._depth += 1
+            try:
+                yield con
+            finally:
+                self._depth -= 1
+                self._after_use()
+
+    @contextmanager
+    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Yield a read-write connection inside one transaction (commit on success)."""
+        with self._mutex:
+            con = self._ensure("w")
+            self._depth += 1
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+            finally:
+                self._depth -= 1
+                self._after_use()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Yield a read-write connection with no transaction opened (for VACUUM, DDL)."""
+        with self._mutex:
+            con = self._ensure("w")
+            self._depth += 1
+            try:
+                yield con
+            finally:
+                self._depth -= 1
+                self._after_use()
+
+    def release(self) -> None:
+        """End the lease now: close the connection and release the lock."""
+        with self._mutex:
+            if self._depth == 0:
+                self._drop()
+
+    def close(self) -> None:
+        """Release everything; the catalog can still be reopened by a later call."""
+        with self._mutex:
+            self._drop()
+            self._closed = True
+            self._wake.set()
+            self.lock.close()
+
+    @property
+    def holding(self) -> str | None:
+        """"r", "w" or None: what this process currently holds."""
+        return self._mode
+
+    # -- internals ------------------------------------------------------------
+    def _ensure(self, mode: str) -> duckdb.DuckDBPyConnection:
+        if self._con is not None and (mode == "r" or self._mode == "w"):
+            return self._con
+        if self._depth:
+            raise RuntimeError("cannot upgrade a catalog read to a write inside a read")
+        self._drop()
+        self._closed = False
+        exclusive = mode == "w"
+        deadline = time.monotonic() + self.timeout
+        self.lock.acquire(exclusive=exclusive, timeout=self.timeout)
+        sleep = 0.005
+        while True:
+            try:
+                self._con = duckdb.connect(str(self.db_path), read_only=not exclusive)
+                self._mode = mode
+                break
+            except duckdb.Error as exc:  # DuckDB's own file lock, held by a foreign process
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    self.lock.release()
+                    if "lock" in str(exc).lower():
+                        raise WorkspaceLockTimeout(
+                            f"workspace {str(self.lock.workspace_path)!r} is busy: its catalog "
+                            f"file stayed locked by another program for more than "
+                            f"{self.timeout:.1f}s"
+                        ) from exc
+                    raise
+                time.sleep(sleep)
+                sleep = min(sleep * 2, 0.1)
+        self._start_reaper()
+        return self._con
+
+    def _after_use(self) -> None:
+        self._last_used = time.monotonic()
+        if self._depth == 0 and self.lock.others_waiting():
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._con is not None:
+            try:
+                self._con.close()
+            finally:
+                self._con = None
+                self._mode = None
+                self.lock.release()
+
+    def _start_reaper(self) -> None:
+        if self._reaper is not None and self._reaper.is_alive():
+            return
+        self._wake.clear()
+        ref = weakref.ref(self)
+        self._reaper = threading.Thread(
+            target=_reap, args=(ref, self._wake, self.idle_release), daemon=True,
+            name=f"n4a-catalog-lease-{self.db_path.parent.name}",
+        )
+        self._reaper.start()
+
+    def _forget_after_fork(self) -> None:
+        # The child shares the parent's lock description and DuckDB handle: drop both
+        # without closing or unlocking them, which would break the parent.
+        self._con = None
+        self._mode = None
+        self._depth = 0
+        self._reaper = None
+        self._mutex = threading.RLock()
+        self._wake = threading.Event()
+        self.lock.forget_after_fork()
+
+
+def _reap(ref: "weakref.ref[Catalog]", wake: threading.Event, idle: float) -> None:
+    """Daemon loop: end a catalog's lease after ``idle`` seconds without use."""
+    while True:
+        if wake.wait(idle / 2):
+            return
+        catalog = ref()
+        if catalog is None:
+            return
+        with catalog._mutex:
+            if catalog._con is None:
+                catalog._reaper = None
+                return
+            if catalog._depth == 0 and time.monotonic() - catalog._last_used >= idle:
+                catalog._drop()
+                catalog._reaper = None
+                return
+        del catalog

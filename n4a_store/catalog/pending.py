@@ -1,0 +1,104 @@
+"""Writes buffered in a process until they are committed in one transaction.
+
+Rows that belong to a pipeline (chains, predictions and their arrays, logs)
+and artifact claims accumulate here and are turned into Arrow tables for
+bulk inserts when the store flushes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+_TS = pa.timestamp("us")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "chains": pa.schema([
+        ("chain_id", pa.string()), ("pipeline_id", pa.string()), ("steps", pa.string()),
+        ("model_step_idx", pa.int32()), ("model_class", pa.string()),
+        ("preprocessings", pa.string()), ("fold_strategy", pa.string()),
+        ("fold_artifacts", pa.string()), ("shared_artifacts", pa.string()),
+        ("branch_path", pa.string()), ("source_index", pa.int32()), ("created_at", _TS),
+    ]),
+    "predictions": pa.schema([
+        ("prediction_id", pa.string()), ("pipeline_id", pa.string()), ("chain_id", pa.string()),
+        ("run_id", pa.string()), ("dataset_name", pa.string()), ("model_name", pa.string()),
+        ("model_class", pa.string()), ("fold_id", pa.string()), ("partition", pa.string()),
+        ("val_score", pa.float64()), ("test_score", pa.float64()), ("train_score", pa.float64()),
+        ("metric", pa.string()), ("task_type", pa.string()), ("n_samples", pa.int64()),
+        ("n_features", pa.int64()), ("scores", pa.string()), ("best_params", pa.string()),
+        ("branch_id", pa.int64()), ("branch_name", pa.string()), ("exclusion_count", pa.int64()),
+        ("exclusion_rate", pa.float64()), ("preprocessings", pa.string()),
+        ("has_arrays", pa.bool_()), ("created_at", _TS),
+    ]),
+    "logs": pa.schema([
+        ("log_id", pa.string()), ("pipeline_id", pa.string()), ("step_idx", pa.int32()),
+        ("operator_class", pa.string()), ("event", pa.string()), ("duration_ms", pa.int64()),
+        ("message", pa.string()), ("details", pa.string()), ("level", pa.string()),
+        ("created_at", _TS),
+    ]),
+    "artifacts": pa.schema([
+        ("artifact_id", pa.string()), ("artifact_path", pa.string()),
+        ("content_hash", pa.string()), ("operator_class", pa.string()),
+        ("artifact_type", pa.string()), ("format", pa.string()), ("size_bytes", pa.int64()),
+        ("ref_count", pa.int64()), ("created_at", _TS),
+    ]),
+}
+
+
+@dataclass
+class PendingArtifact:
+    """An artifact saved in this process whose catalog row is not committed yet."""
+
+    row: dict[str, Any]
+    data: bytes
+    claims: int = 1
+
+
+@dataclass
+class PendingWrites:
+    """Everything buffered since the last commit."""
+
+    chains: list[dict[str, Any]] = field(default_factory=list)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    arrays: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: dict[str, PendingArtifact] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        """True when nothing waits to be committed."""
+        return not (self.chains or self.predictions or self.arrays or self.logs or self.artifacts)
+
+    def size(self) -> int:
+        """Rough number of buffered rows (used to bound memory)."""
+        return len(self.chains) + len(self.predictions) + len(self.logs) + len(self.artifacts)
+
+    def chain_ids(self) -> set[str]:
+        """Ids of buffered chains."""
+        return {c["chain_id"] for c in self.chains}
+
+    def drop_pipelines(self, pipeline_ids: set[str]) -> "PendingWrites":
+        """Remove and return the buffered chains, predictions and arrays of some pipelines.
+
+        Logs are kept: a failed pipeline's log is what explains the failure.
+        """
+        dropped = PendingWrites()
+        dropped.chains = [c for c in self.chains if c["pipeline_id"] in pipeline_ids]
+        dropped.predictions = [p for p in self.predictions if p["pipeline_id"] in pipeline_ids]
+        gone = {p["prediction_id"] for p in dropped.predictions}
+        dropped.arrays = [a for a in self.arrays if a["prediction_id"] in gone]
+        self.chains = [c for c in self.chains if c["pipeline_id"] not in pipeline_ids]
+        self.predictions = [p for p in self.predictions if p["pipeline_id"] not in pipeline_ids]
+        self.arrays = [a for a in self.arrays if a["prediction_id"] not in gone]
+        return dropped
+
+    def table(self, name: str) -> pa.Table:
+        """The buffered rows of one catalog table as Arrow."""
+        schema = SCHEMAS[name]
+        if name == "artifacts":
+            rows = [{**a.row, "ref_count": a.claims} for a in self.artifacts.values()]
+        else:
+            rows = getattr(self, name)
+        return pa.Table.from_pylist(rows, schema=schema)
