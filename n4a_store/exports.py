@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from n4a_store.bundles.collect import json_ready
+from n4a_store.bundles.jsonable import json_ready
 from n4a_store.errors import InvalidInputError, MissingParentError
 
 __all__ = ["export_pipeline_config", "export_predictions_parquet", "export_run"]

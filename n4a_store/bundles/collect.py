@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from n4a_store.bundles.layout import (
@@ -15,6 +15,7 @@ from n4a_store.bundles.layout import (
     chain_artifact_ids,
     library_versions,
 )
+from n4a_store.bundles.jsonable import json_ready
 from n4a_store.bundles.safety import sha256_hex
 from n4a_store.errors import ArtifactIntegrityError, ArtifactNotFoundError, MissingParentError
 
@@ -152,22 +153,3 @@ def _source(store: Any, chain_row: dict) -> dict[str, Any]:
         "best_val": pipeline.get("best_val"),
         "best_test": pipeline.get("best_test"),
     })
-
-
-def json_ready(value: Any) -> Any:
-    """Convert catalog values (datetimes, numpy scalars, NaN) to plain JSON/YAML values."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
-    item = getattr(value, "item", None)
-    if callable(item) and getattr(value, "shape", None) == ():
-        return json_ready(item())
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        return json_ready(tolist())
-    return value
