@@ -41,7 +41,7 @@ from .catalog.columns import (
     int_or_none,
     to_json,
 )
-from .catalog.connection import Catalog
+from .catalog.connection import Catalog, first_row
 from .catalog.lock import WorkspaceLock
 from .catalog.pending import PendingArtifact, PendingWrites
 from .errors import (
@@ -285,9 +285,9 @@ class WorkspaceStore:
         if not isinstance(pipeline_id, str):
             raise MissingParentError("pipeline", str(pipeline_id))
         with self._catalog.reading() as con:
-            row = con.execute(
+            row = first_row(con.execute(
                 "SELECT run_id, dataset_name FROM pipelines WHERE pipeline_id = ?", [pipeline_id]
-            ).fetchone()
+            ))
         if row is None:
             raise MissingParentError("pipeline", pipeline_id)
         self._pipelines[pipeline_id] = (row[0], row[1])
@@ -297,13 +297,13 @@ class WorkspaceStore:
         if chain_id in self._chains:
             return
         with self._catalog.reading() as con:
-            row = con.execute("SELECT 1 FROM chains WHERE chain_id = ?", [chain_id]).fetchone()
+            row = first_row(con.execute("SELECT 1 FROM chains WHERE chain_id = ?", [chain_id]))
         if row is None:
             raise MissingParentError("chain", str(chain_id))
         self._chains.add(chain_id)
 
     def _require_run(self, con: "duckdb.DuckDBPyConnection", run_id: str) -> None:
-        if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is None:
+        if first_row(con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id])) is None:
             raise MissingParentError("run", str(run_id))
 
     def _artifact_known(self, artifact_id: str) -> bool:
@@ -311,7 +311,7 @@ class WorkspaceStore:
             return True
         with self._catalog.reading() as con:
             return (
-                con.execute("SELECT 1 FROM artifacts WHERE artifact_id = ?", [artifact_id]).fetchone()
+                first_row(con.execute("SELECT 1 FROM artifacts WHERE artifact_id = ?", [artifact_id]))
                 is not None
             )
 
@@ -449,8 +449,8 @@ class WorkspaceStore:
 
             def delete(con: "duckdb.DuckDBPyConnection") -> tuple[int, list[str], list[tuple[str, str]]]:
                 count, ids = self._delete_pipeline_rows(con, [pipeline_id], keep_logs=False)
-                count += con.execute(
-                    "DELETE FROM pipelines WHERE pipeline_id = ?", [pipeline_id]).fetchone()[0]
+                count += first_row(con.execute(
+                    "DELETE FROM pipelines WHERE pipeline_id = ?", [pipeline_id]))[0]
                 dead = self._collect_dead_artifacts(con) if delete_artifacts else []
                 return count + len(dead), ids, dead
 
@@ -484,13 +484,13 @@ class WorkspaceStore:
         ids = [r[0] for r in con.execute(
             "SELECT prediction_id FROM predictions WHERE list_contains(?, pipeline_id)",
             [pipeline_ids]).fetchall()]
-        count = con.execute(
-            "DELETE FROM predictions WHERE list_contains(?, pipeline_id)", [pipeline_ids]).fetchone()[0]
-        count += con.execute(
-            "DELETE FROM chains WHERE list_contains(?, pipeline_id)", [pipeline_ids]).fetchone()[0]
+        count = first_row(con.execute(
+            "DELETE FROM predictions WHERE list_contains(?, pipeline_id)", [pipeline_ids]))[0]
+        count += first_row(con.execute(
+            "DELETE FROM chains WHERE list_contains(?, pipeline_id)", [pipeline_ids]))[0]
         if not keep_logs:
-            count += con.execute(
-                "DELETE FROM logs WHERE list_contains(?, pipeline_id)", [pipeline_ids]).fetchone()[0]
+            count += first_row(con.execute(
+                "DELETE FROM logs WHERE list_contains(?, pipeline_id)", [pipeline_ids]))[0]
         return count, ids
 
     @staticmethod
@@ -562,7 +562,7 @@ class WorkspaceStore:
     def get_chain(self, chain_id: str) -> dict | None:
         """Retrieve a chain by its identifier (JSON fields decoded), or None."""
         with self._lock, self._read() as con:
-            rows = _frame(con, "SELECT * FROM chains WHERE chain_id = ?", [chain_id])).to_dicts()
+            rows = _frame(con, "SELECT * FROM chains WHERE chain_id = ?", [chain_id]).to_dicts()
         return self._decode("chains", rows[0]) if rows else None
 
     def get_chains_for_pipeline(self, pipeline_id: str) -> pl.DataFrame:
@@ -570,7 +570,7 @@ class WorkspaceStore:
         with self._lock, self._read() as con:
             return _frame(con, 
                 "SELECT * FROM chains WHERE pipeline_id = ? ORDER BY created_at, chain_id",
-                [pipeline_id]))
+                [pipeline_id])
 
     # -- predictions --------------------------------------------------------------------
     def save_prediction(
@@ -671,7 +671,7 @@ class WorkspaceStore:
         """The catalog row of an artifact, or None."""
         with self._lock, self._read() as con:
             rows = _frame(con, 
-                "SELECT * FROM artifacts WHERE artifact_id = ?", [artifact_id])).to_dicts()
+                "SELECT * FROM artifacts WHERE artifact_id = ?", [artifact_id]).to_dicts()
         return rows[0] if rows else None
 
     def _artifact_format(self, artifact_id: str) -> str:
@@ -679,8 +679,8 @@ class WorkspaceStore:
         if item is not None:
             return item.row["format"]
         with self._catalog.reading() as con:
-            row = con.execute(
-                "SELECT format FROM artifacts WHERE artifact_id = ?", [artifact_id]).fetchone()
+            row = first_row(con.execute(
+                "SELECT format FROM artifacts WHERE artifact_id = ?", [artifact_id]))
         if row is None:
             raise ArtifactNotFoundError(f"artifact {artifact_id!r} is not in the workspace catalog")
         return row[0]
@@ -740,7 +740,7 @@ class WorkspaceStore:
     def get_run(self, run_id: str) -> dict | None:
         """Retrieve a single run record (JSON fields decoded), or None."""
         with self._lock, self._read() as con:
-            rows = _frame(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])).to_dicts()
+            rows = _frame(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
         return self._decode("runs", rows[0]) if rows else None
 
     def list_runs(
@@ -762,13 +762,13 @@ class WorkspaceStore:
         sql += " LIMIT ? OFFSET ?" if limit is not None else " OFFSET ?"
         params += [limit, offset] if limit is not None else [offset]
         with self._lock, self._read() as con:
-            return _frame(con, sql, params))
+            return _frame(con, sql, params)
 
     def get_pipeline(self, pipeline_id: str) -> dict | None:
         """Retrieve a single pipeline record (JSON fields decoded), or None."""
         with self._lock, self._read() as con:
             rows = _frame(con, 
-                "SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id])).to_dicts()
+                "SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id]).to_dicts()
         return self._decode("pipelines", rows[0]) if rows else None
 
     def list_pipelines(
@@ -785,7 +785,7 @@ class WorkspaceStore:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock, self._read() as con:
             return _frame(con, 
-                f"SELECT * FROM pipelines {where} ORDER BY created_at, pipeline_id", params))
+                f"SELECT * FROM pipelines {where} ORDER BY created_at, pipeline_id", params)
 
     def get_prediction(self, prediction_id: str, load_arrays: bool = False) -> dict | None:
         """Retrieve a prediction (optionally with its y_true/y_pred/... arrays), or None."""
@@ -839,7 +839,7 @@ class WorkspaceStore:
         sql += " OFFSET ?"
         params.append(offset)
         with self._lock, self._read() as con:
-            return _frame(con, sql, params))
+            return _frame(con, sql, params)
 
     def top_predictions(
         self, n: int, metric: str = "val_score", ascending: bool = True,
@@ -864,14 +864,14 @@ class WorkspaceStore:
         else:
             sql = f"SELECT * FROM predictions {where} ORDER BY {order} LIMIT ?"
         with self._lock, self._read() as con:
-            return _frame(con, sql, [*params, int(n)]))
+            return _frame(con, sql, [*params, int(n)])
 
     def get_pipeline_log(self, pipeline_id: str) -> pl.DataFrame:
         """Retrieve all log entries for a pipeline, in order."""
         with self._lock, self._read() as con:
             return _frame(con, 
                 "SELECT * FROM logs WHERE pipeline_id = ? ORDER BY created_at, step_idx",
-                [pipeline_id]))
+                [pipeline_id])
 
     def get_run_log_summary(self, run_id: str) -> pl.DataFrame:
         """Aggregate log entries across all pipelines of a run, per step and operator."""
@@ -890,7 +890,7 @@ class WorkspaceStore:
                 WHERE p.run_id = ?
                 GROUP BY l.step_idx, l.operator_class
                 ORDER BY l.step_idx NULLS LAST, l.operator_class
-                """, [run_id]))
+                """, [run_id])
 
     # -- exports and replay (implemented in n4a_store.chains / bundles / exports) ---------
     def replay_chain(
@@ -967,15 +967,15 @@ class WorkspaceStore:
             self._commit()
 
             def delete(con: "duckdb.DuckDBPyConnection") -> tuple[int, list[str], list[tuple[str, str]]]:
-                if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is None:
+                if first_row(con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id])) is None:
                     return 0, [], []
                 pipeline_ids = [r[0] for r in con.execute(
                     "SELECT pipeline_id FROM pipelines WHERE run_id = ?", [run_id]).fetchall()]
                 count, ids = 0, []
                 if pipeline_ids:
                     count, ids = self._delete_pipeline_rows(con, pipeline_ids, keep_logs=False)
-                count += con.execute("DELETE FROM pipelines WHERE run_id = ?", [run_id]).fetchone()[0]
-                count += con.execute("DELETE FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+                count += first_row(con.execute("DELETE FROM pipelines WHERE run_id = ?", [run_id]))[0]
+                count += first_row(con.execute("DELETE FROM runs WHERE run_id = ?", [run_id]))[0]
                 dead = self._collect_dead_artifacts(con) if delete_artifacts else []
                 for pid in pipeline_ids:
                     self._pipelines.pop(pid, None)
@@ -991,8 +991,8 @@ class WorkspaceStore:
         with self._lock:
             self._check_open()
             self._commit()
-            deleted = self._commit(lambda con: con.execute(
-                "DELETE FROM predictions WHERE prediction_id = ?", [prediction_id]).fetchone()[0])
+            deleted = self._commit(lambda con: first_row(con.execute(
+                "DELETE FROM predictions WHERE prediction_id = ?", [prediction_id]))[0])
         if deleted:
             self.array_store.delete([prediction_id])
         return bool(deleted)
@@ -1009,11 +1009,11 @@ class WorkspaceStore:
     def artifact_stats(self) -> dict[str, int]:
         """Artifact counts and bytes, in total and for unreferenced (collectable) artifacts."""
         with self._lock, self._read() as con:
-            row = con.execute(
+            row = first_row(con.execute(
                 "SELECT count(*), coalesce(sum(size_bytes), 0), "
                 "count(*) FILTER (WHERE ref_count <= 0), "
                 "coalesce(sum(size_bytes) FILTER (WHERE ref_count <= 0), 0) FROM artifacts"
-            ).fetchone()
+            ))
         return {"count": int(row[0]), "bytes": int(row[1]),
                 "unreferenced_count": int(row[2]), "unreferenced_bytes": int(row[3])}
 

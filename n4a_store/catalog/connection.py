@@ -210,3 +210,13 @@ def _reap(ref: "weakref.ref[Catalog]", wake: threading.Event, idle: float) -> No
                 catalog._reaper = None
                 return
         del catalog
+
+
+def first_row(result: duckdb.DuckDBPyConnection) -> tuple | None:
+    """First row of an executed statement, consuming the whole result.
+
+    DuckDB refuses further work on a connection while a result is unfinished,
+    so ``fetchone()`` alone is not enough.
+    """
+    rows = result.fetchall()
+    return rows[0] if rows else None

@@ -16,6 +16,8 @@ from typing import Callable
 
 import duckdb
 
+from .connection import first_row
+
 from ..errors import SchemaVersionError
 
 SCHEMA_VERSION = 1
@@ -150,12 +152,12 @@ MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {}
 
 def read_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """Return the catalog's schema version, or None for an empty database."""
-    exists = con.execute(
+    exists = first_row(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_info'"
-    ).fetchone()[0]
+    ))[0]
     if not exists:
         return None
-    row = con.execute("SELECT value FROM schema_info WHERE key = 'version'").fetchone()
+    row = first_row(con.execute("SELECT value FROM schema_info WHERE key = 'version'"))
     return int(row[0]) if row else None
 
 
