@@ -66,8 +66,7 @@ def export_run(store: Any, run_id: str, output_path: str | Path) -> Path:
     pipeline_docs = []
     for pipeline in pipelines:
         chains = store.get_chains_for_pipeline(pipeline["pipeline_id"]).to_dicts()
-        doc = {k: v for k, v in pipeline.items() if k != "expanded_config"}
-        doc["expanded_config"] = _maybe_json(pipeline.get("expanded_config"))
+        doc = {k: _maybe_json(v) for k, v in pipeline.items()}
         doc["chains"] = [_chain_summary(c) for c in chains]
         pipeline_docs.append(doc)
     document = {"run": {k: _maybe_json(v) for k, v in run.items()},

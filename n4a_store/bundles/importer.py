@@ -103,7 +103,7 @@ def remap_chain(chain: dict, id_map: dict[str, str]) -> dict:
     for step in chain.get("steps") or []:
         step = dict(step)
         step["artifact_id"] = swap(step.get("artifact_id"))
-        step["fold_artifact_ids"] = {k: swap(v) for k, v in (step.get("fold_artifact_ids") or {}).items()}
+        step["fold_artifacts"] = {k: swap(v) for k, v in (step.get("fold_artifacts") or {}).items()}
         steps.append(step)
     out = dict(chain)
     out["steps"] = steps

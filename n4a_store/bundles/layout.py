@@ -31,7 +31,7 @@ def chain_artifact_ids(chain: dict) -> list[str]:
     for step in chain.get("steps") or []:
         if step.get("artifact_id"):
             seen[step["artifact_id"]] = None
-        for aid in (step.get("fold_artifact_ids") or {}).values():
+        for aid in (step.get("fold_artifacts") or {}).values():
             seen[aid] = None
     for mapping in (chain.get("fold_artifacts") or {}, chain.get("shared_artifacts") or {}):
         for aid in mapping.values():

@@ -13,7 +13,7 @@ Step descriptor (one dict per step, stored as JSON in the chain)::
         "operator_class": "chemotools...SNV",
         "params": {...},                     # JSON-safe constructor parameters
         "artifact_id": "ab12..." | None,     # the shared fitted object, if any
-        "fold_artifact_ids": {"0": "cd34...", ...},   # per-fold fitted objects ({} if shared)
+        "fold_artifacts": {"0": "cd34...", ...},   # per-fold fitted objects ({} if shared)
         "stateless": False,
         "is_model": False,
         "uses_wavelengths": False,
@@ -66,7 +66,6 @@ class ChainBuilder:
         self.trace = trace
         self.artifact_registry = artifact_registry
         self.format = format
-        self._saved: dict[int, str] = {}  # id(obj) -> artifact_id, so shared objects save once
 
     def build(self) -> dict[str, Any]:
         """Validate the trace, save its fitted objects, and return the ``save_chain`` kwargs."""
@@ -74,14 +73,14 @@ class ChainBuilder:
         steps = self.trace.steps
         descriptors: list[dict[str, Any]] = []
         shared_artifacts: dict[str, str] = {}
-        fold_artifacts: dict[str, str] = {}
+        model_folds: dict[str, str] = {}
         for step in steps:
             descriptor = self._describe(step)
             if descriptor["artifact_id"] is not None:
                 shared_artifacts[str(step.step_idx)] = descriptor["artifact_id"]
             if step.is_model:
                 descriptor["task_type"] = self.trace.task_type
-                fold_artifacts = dict(descriptor["fold_artifact_ids"])
+                model_folds = dict(descriptor["fold_artifacts"])
             descriptors.append(descriptor)
         model = steps[-1]
         return {
@@ -90,7 +89,7 @@ class ChainBuilder:
             "model_class": model.operator_class,
             "preprocessings": preprocessing_label(steps[:-1]),
             "fold_strategy": self.trace.fold_strategy,
-            "fold_artifacts": {fold: fold_artifacts[fold] for fold in fold_ids} if fold_ids else {},
+            "fold_artifacts": {fold: model_folds[fold] for fold in fold_ids},
             "shared_artifacts": shared_artifacts,
             "branch_path": list(self.trace.branch_path) if self.trace.branch_path is not None else None,
             "source_index": self.trace.source_index,
@@ -99,18 +98,18 @@ class ChainBuilder:
     def _describe(self, step: TraceStep) -> dict[str, Any]:
         artifact_type = "model" if step.is_model else "transformer"
         artifact_id = None
-        fold_artifact_ids: dict[str, str] = {}
+        per_fold_ids: dict[str, str] = {}
         if step.shared is not None:
             artifact_id = self._save(step.shared, step, artifact_type)
         for fold_id in sorted(step.per_fold, key=str):
-            fold_artifact_ids[str(fold_id)] = self._save(step.per_fold[fold_id], step, artifact_type)
+            per_fold_ids[str(fold_id)] = self._save(step.per_fold[fold_id], step, artifact_type)
         sample = step.shared if step.shared is not None else next(iter(step.per_fold.values()))
         return {
             "step_idx": int(step.step_idx),
             "operator_class": step.operator_class,
             "params": json_safe(step.params or {}),
             "artifact_id": artifact_id,
-            "fold_artifact_ids": fold_artifact_ids,
+            "fold_artifacts": per_fold_ids,
             "stateless": bool(step.stateless),
             "is_model": bool(step.is_model),
             "uses_wavelengths": bool(step.uses_wavelengths),
@@ -118,10 +117,8 @@ class ChainBuilder:
         }
 
     def _save(self, obj: Any, step: TraceStep, artifact_type: str) -> str:
-        """Save one fitted object (once per build even if several folds share it)."""
-        cached = self._saved.get(id(obj))
-        if cached is not None:
-            return cached
+        """Save one fitted object. Called once per reference the chain will hold, so the
+        store's ref_count (one claim per save) matches what deleting the chain releases."""
         save = self.artifact_registry.save_artifact
         try:
             result = save(obj, step.operator_class, artifact_type, self.format)
@@ -136,7 +133,6 @@ class ChainBuilder:
                 raise InvalidInputError(
                     f"step {step.step_idx} ({step.operator_class}): fitted object cannot be "
                     f"serialized with joblib ({joblib_error}) nor cloudpickle ({error})") from error
-        self._saved[id(obj)] = result
         return result
 
 

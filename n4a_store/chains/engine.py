@@ -69,7 +69,7 @@ class ReplayPlan:
         fold_artifacts = dict(chain.get("fold_artifacts") or {})
         shared_artifacts = dict(chain.get("shared_artifacts") or {})
 
-        model_folds = dict(model_desc.get("fold_artifact_ids") or fold_artifacts)
+        model_folds = dict(model_desc.get("fold_artifacts") or fold_artifacts)
         if model_folds:
             self.fold_ids: list[Any] = sorted(model_folds, key=_fold_sort_key)
         else:
@@ -83,7 +83,7 @@ class ReplayPlan:
         self.paths: list[list[_Step]] = [[] for _ in self.fold_ids]
         split = False
         for desc in steps[:-1]:
-            per_fold = desc.get("fold_artifact_ids") or {}
+            per_fold = desc.get("fold_artifacts") or {}
             shared_id = desc.get("artifact_id") or shared_artifacts.get(str(desc["step_idx"]))
             uses_wl = bool(desc.get("uses_wavelengths"))
             label = _step_label(desc)
