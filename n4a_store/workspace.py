@@ -153,7 +153,9 @@ class WorkspaceStore:
         self._pending = PendingWrites()
         self._pipelines: dict[str, tuple[str, str | None]] = {}
         self._chains: set[str] = set()
+        self._runs: set[str] = set()
         self._closed = False
+        self._batch_depth = 0
         self._open_schema()
         _OPEN_STORES.add(self)
 
@@ -204,9 +206,19 @@ class WorkspaceStore:
                     self._artifact_files.write(artifact_id, item.row["format"], item.data)
                 if pending.arrays:
                     written = self.array_store.write_batch(pending.arrays)
-                for name in ("chains", "predictions", "logs"):
+                for name in ("pipelines", "chains", "predictions", "logs"):
                     if getattr(pending, name):
                         self._insert(con, name, pending.table(name))
+                if pending.completions:
+                    con.register("_n4a_pending_completions", pending.table("completions"))
+                    try:
+                        con.execute(
+                            "UPDATE pipelines SET status = 'completed', best_val = c.best_val, "
+                            "best_test = c.best_test, metric = c.metric, duration_ms = c.duration_ms, "
+                            "error = NULL, completed_at = c.completed_at "
+                            "FROM _n4a_pending_completions c WHERE pipelines.pipeline_id = c.pipeline_id")
+                    finally:
+                        con.unregister("_n4a_pending_completions")
                 if pending.artifacts:
                     self._insert(
                         con, "artifacts", pending.table("artifacts"),
@@ -233,6 +245,8 @@ class WorkspaceStore:
     def _drop_orphans(self, con: "duckdb.DuckDBPyConnection", pending: PendingWrites) -> MissingParentError | None:
         """Drop buffered rows whose pipeline or chain was deleted meanwhile by another process."""
         pipeline_ids = {r["pipeline_id"] for r in pending.chains + pending.predictions + pending.logs}
+        pipeline_ids |= set(pending.completions)
+        pipeline_ids -= set(pending.pipelines)
         if not pipeline_ids:
             return None
         found = {
@@ -247,6 +261,8 @@ class WorkspaceStore:
         if lost:
             pending.drop_pipelines(lost)
             pending.logs = [r for r in pending.logs if r["pipeline_id"] not in lost]
+            for pid in lost:
+                pending.completions.pop(pid, None)
             for pid in lost:
                 self._pipelines.pop(pid, None)
             error = MissingParentError("pipeline", sorted(lost)[0])
@@ -272,6 +288,18 @@ class WorkspaceStore:
         if not self._pending.is_empty():
             self._commit()
         return self._catalog.reading()
+
+    def batch(self) -> "_Batch":
+        """Group the commits of many pipelines into one transaction.
+
+        Inside ``with store.batch():``, ``begin_pipeline`` and
+        ``complete_pipeline`` do not commit; everything is committed together
+        when the block exits (or earlier, by a read, ``flush()`` or when the
+        buffer grows past 20,000 rows). Each pipeline's rows still commit
+        atomically. Use it for bulk ingest; leave it out when other processes
+        should see each pipeline as soon as it completes.
+        """
+        return _Batch(self)
 
     def _maybe_autoflush(self) -> None:
         if self._pending.size() >= _AUTO_FLUSH_ROWS:
@@ -392,7 +420,16 @@ class WorkspaceStore:
 
         with self._lock:
             self._check_open()
-            self._commit(insert)
+            if self._batch_depth:
+                if run_id not in self._runs:
+                    with self._catalog.reading() as con:
+                        self._require_run(con, run_id)
+                    self._runs.add(run_id)
+                keys = ("pipeline_id", "run_id", "name", "status", "expanded_config",
+                        "generator_choices", "dataset_name", "dataset_hash", "created_at")
+                self._pending.pipelines[row[0]] = dict(zip(keys, row))
+            else:
+                self._commit(insert)
             self._pipelines[row[0]] = (run_id, dataset_name)
         return row[0]
 
@@ -408,6 +445,16 @@ class WorkspaceStore:
         with self._lock:
             self._check_open()
             self._pipeline_info(pipeline_id)
+            if self._batch_depth:
+                done = dict(zip(("best_val", "best_test", "metric", "duration_ms"), values))
+                begun = self._pending.pipelines.get(pipeline_id)
+                if begun is not None:
+                    begun.update(done, status="completed", completed_at=_now())
+                else:
+                    self._pending.completions[pipeline_id] = {
+                        "pipeline_id": pipeline_id, **done, "completed_at": _now()}
+                self._maybe_autoflush()
+                return
 
             def update(con: "duckdb.DuckDBPyConnection") -> None:
                 con.execute(
@@ -427,6 +474,7 @@ class WorkspaceStore:
             self._check_open()
             self._pipeline_info(pipeline_id)
             dropped = self._pending.drop_pipelines({pipeline_id})
+            self._pending.completions.pop(pipeline_id, None)
             self._chains -= dropped.chain_ids()
 
             def update(con: "duckdb.DuckDBPyConnection") -> list[str]:
@@ -1060,6 +1108,25 @@ class WorkspaceStore:
                 self._closed = True
                 self._catalog.close()
                 _OPEN_STORES.discard(self)
+
+
+class _Batch:
+    """Context manager returned by :meth:`WorkspaceStore.batch`."""
+
+    def __init__(self, store: WorkspaceStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> WorkspaceStore:
+        with self.store._lock:
+            self.store._check_open()
+            self.store._batch_depth += 1
+        return self.store
+
+    def __exit__(self, *exc: Any) -> None:
+        with self.store._lock:
+            self.store._batch_depth -= 1
+            if self.store._batch_depth == 0 and not self.store._closed:
+                self.store._commit()
 
 
 @atexit.register

@@ -15,6 +15,18 @@ import pyarrow as pa
 _TS = pa.timestamp("us")
 
 SCHEMAS: dict[str, pa.Schema] = {
+    "pipelines": pa.schema([
+        ("pipeline_id", pa.string()), ("run_id", pa.string()), ("name", pa.string()),
+        ("status", pa.string()), ("expanded_config", pa.string()),
+        ("generator_choices", pa.string()), ("dataset_name", pa.string()),
+        ("dataset_hash", pa.string()), ("best_val", pa.float64()), ("best_test", pa.float64()),
+        ("metric", pa.string()), ("duration_ms", pa.int64()), ("error", pa.string()),
+        ("created_at", _TS), ("completed_at", _TS),
+    ]),
+    "completions": pa.schema([
+        ("pipeline_id", pa.string()), ("best_val", pa.float64()), ("best_test", pa.float64()),
+        ("metric", pa.string()), ("duration_ms", pa.int64()), ("completed_at", _TS),
+    ]),
     "chains": pa.schema([
         ("chain_id", pa.string()), ("pipeline_id", pa.string()), ("steps", pa.string()),
         ("model_step_idx", pa.int32()), ("model_class", pa.string()),
@@ -61,6 +73,8 @@ class PendingArtifact:
 class PendingWrites:
     """Everything buffered since the last commit."""
 
+    pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    completions: dict[str, dict[str, Any]] = field(default_factory=dict)
     chains: list[dict[str, Any]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
     arrays: list[dict[str, Any]] = field(default_factory=list)
@@ -69,7 +83,8 @@ class PendingWrites:
 
     def is_empty(self) -> bool:
         """True when nothing waits to be committed."""
-        return not (self.chains or self.predictions or self.arrays or self.logs or self.artifacts)
+        return not (self.pipelines or self.completions or self.chains or self.predictions
+                    or self.arrays or self.logs or self.artifacts)
 
     def size(self) -> int:
         """Rough number of buffered rows (used to bound memory)."""
@@ -99,6 +114,8 @@ class PendingWrites:
         schema = SCHEMAS[name]
         if name == "artifacts":
             rows = [{**a.row, "ref_count": a.claims} for a in self.artifacts.values()]
+        elif name in ("pipelines", "completions"):
+            rows = list(getattr(self, name).values())
         else:
             rows = getattr(self, name)
         return pa.Table.from_pylist(rows, schema=schema)

@@ -10,8 +10,8 @@ Bundled chemotools datasets (``chemotools:<name>`` in a config):
     The 21 off-line training spectra with their glucose reference values, plus a
     held-out test set of 34 real on-line spectra paired with the HPLC glucose
     values. The on-line spectra were recorded every 1.25 minutes; each HPLC sample
-    (time in hours) is paired with the spectrum recorded closest to it, row
-    ``round(time * 60 / 1.25)``.
+    (time in hours) is paired with the spectrum recorded closest to it (row
+    ``time * 60 / 1.25``, skipping the flat spectra at the end of the file).
 ``fermentation_train``
     The 21 training spectra alone.
 ``fermentation_test``
@@ -266,9 +266,11 @@ def _fermentation_test(target: str, name: str):  # type: ignore[no-untyped-def]
     spectra, hplc = cds.load_fermentation_test(set_output="polars")
     if target not in hplc.columns or target == "time":
         raise DatasetError(f"dataset {name!r}: no target {target!r}; available: {hplc.columns[1:]}")
-    rows = np.rint(hplc["time"].to_numpy() * 60.0 / SPECTRUM_INTERVAL_MIN).astype(np.int64)
-    rows = np.clip(rows, 0, spectra.height - 1)
-    X = spectra.to_numpy().astype(np.float64)[rows]
+    X_all = spectra.to_numpy().astype(np.float64)
+    recorded = np.flatnonzero(X_all.std(axis=1) > 0)  # the last spectra of the file are flat
+    position = hplc["time"].to_numpy() * 60.0 / SPECTRUM_INTERVAL_MIN
+    rows = recorded[np.abs(recorded[None, :] - position[:, None]).argmin(axis=1)]
+    X = X_all[rows]
     wl = np.array([float(c) for c in spectra.columns])
     return X, hplc[target].to_numpy(), wl
 

@@ -124,7 +124,7 @@ def pipeline_key(steps: list[StepSpec] | tuple[StepSpec, ...]) -> str:
 
 def _abbrev(class_name: str) -> str:
     capitals = re.findall(r"[A-Z0-9]", class_name)
-    if len(class_name) > 8 and len(capitals) >= 2:
+    if len(class_name) > 6 and len(capitals) >= 2:
         return "".join(capitals)
     return class_name
 
