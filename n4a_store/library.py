@@ -69,7 +69,7 @@ class PipelineLibrary:
             "description": description or "",
             "tags": sorted(dict.fromkeys(tags)),
             "metrics": json_ready(metrics or {}),
-            "pipeline_config": json_ready(pipeline_config),
+            "pipeline_config": json_ready(pipeline_config, nan_to_none=False),
             "created_at": created_at,
             "updated_at": now,
         }
