@@ -1,0 +1,167 @@
+"""Several processes, one workspace: exact counts, atomic pipelines, bounded waits."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from n4a_store import WorkspaceLockTimeout, WorkspaceStore
+
+WRITERS = 4
+PIPELINES_PER_WRITER = 6
+PREDICTIONS_PER_PIPELINE = 9
+
+
+def _writer(workspace: str, run_id: str, worker: int, start_at: float) -> None:
+    from conftest import write_pipeline
+    import numpy as np
+    from sklearn.cross_decomposition import PLSRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)  # same data in every worker: identical artifacts dedupe
+    X = rng.normal(size=(40, 12))
+    y = X[:, 0] + rng.normal(scale=0.1, size=40)
+    scaler = StandardScaler().fit(X)
+    fitted = {"scaler": scaler,
+              "models": {str(f): PLSRegression(n_components=1 + f).fit(scaler.transform(X), y)
+                         for f in range(3)}}
+    while time.time() < start_at:
+        time.sleep(0.005)
+    store = WorkspaceStore(workspace, lock_timeout=120)
+    for i in range(PIPELINES_PER_WRITER):
+        write_pipeline(store, run_id, fitted, (X, y), name=f"w{worker}-p{i}",
+                       dataset=f"ds{worker % 2}")
+    store.close()
+
+
+def _reader(workspace: str, stop_at: float, queue: "mp.Queue") -> None:
+    store = WorkspaceStore(workspace, lock_timeout=120)
+    observations = []
+    while time.time() < stop_at:
+        done = store.list_pipelines().filter(status="completed")["pipeline_id"].to_list()
+        counts = store.query_predictions().group_by("pipeline_id").len()
+        per_pipeline = dict(zip(counts["pipeline_id"].to_list(), counts["len"].to_list()))
+        torn = [p for p in done if per_pipeline.get(p) != PREDICTIONS_PER_PIPELINE]
+        store.top_predictions(5, group_by="dataset_name")
+        observations.append((len(done), sum(per_pipeline.values()), torn))
+        time.sleep(0.01)
+    store.close()
+    queue.put(observations)
+
+
+@pytest.mark.timeout(240)
+def test_parallel_writers_and_a_reader(workspace):
+    with WorkspaceStore(workspace) as store:
+        run_id = store.begin_run("parallel", {}, [])
+    ctx = mp.get_context("spawn")
+    start_at = time.time() + 4.0  # let every process import before the race starts
+    writers = [ctx.Process(target=_writer, args=(str(workspace), run_id, w, start_at))
+               for w in range(WRITERS)]
+    queue = ctx.Queue()
+    reader = ctx.Process(target=_reader, args=(str(workspace), start_at + 6.0, queue))
+    for p in writers + [reader]:
+        p.start()
+    observations = queue.get(timeout=200)
+    for p in writers + [reader]:
+        p.join(timeout=200)
+        assert p.exitcode == 0
+
+    total_pipelines = WRITERS * PIPELINES_PER_WRITER
+    with WorkspaceStore(workspace) as store:
+        pipelines = store.list_pipelines(run_id=run_id)
+        assert pipelines.height == total_pipelines
+        assert set(pipelines["status"]) == {"completed"}
+        predictions = store.query_predictions(run_id=run_id)
+        assert predictions.height == total_pipelines * PREDICTIONS_PER_PIPELINE
+        assert predictions["prediction_id"].n_unique() == predictions.height
+        for dataset in ("ds0", "ds1"):
+            ids = predictions.filter(dataset_name=dataset)["prediction_id"].to_list()
+            assert len(store.array_store.load_batch(ids, dataset)) == len(ids)
+        assert store.get_chains_for_pipeline(pipelines["pipeline_id"][0]).height == 1
+        # every worker fitted identical objects: 4 distinct artifacts, one claim per save
+        stats = store.artifact_stats()
+        assert stats["count"] == 4
+        total_claims = sum(store.get_artifact(a)["ref_count"] for a in _artifact_ids(workspace))
+        assert total_claims == 4 * total_pipelines
+        assert sum(len(store.get_pipeline_log(p)) for p in pipelines["pipeline_id"]) == 2 * total_pipelines
+
+    assert observations, "the reader made no observation"
+    assert all(not torn for _, _, torn in observations), "a reader saw a half-written pipeline"
+    seen = [n for n, _, _ in observations]
+    assert seen == sorted(seen)
+    assert any(0 < n < total_pipelines for n in seen), "the reader never overlapped the writers"
+
+
+def _artifact_ids(workspace: Path) -> list[str]:
+    return [p.stem for p in (workspace / "artifacts").rglob("*.joblib")]
+
+
+_HOLDER = """
+import sys, time
+from n4a_store import WorkspaceStore
+store = WorkspaceStore(sys.argv[1])
+with store._catalog.exclusive():
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+store.close()
+"""
+
+
+def test_lock_wait_is_bounded_and_named(workspace):
+    WorkspaceStore(workspace).close()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(workspace), "3"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    started = time.monotonic()
+    with pytest.raises(WorkspaceLockTimeout, match=str(workspace.name)):
+        WorkspaceStore(workspace, lock_timeout=0.5)
+    assert time.monotonic() - started < 2.5
+    # with a longer bound the same call simply waits for the holder
+    with WorkspaceStore(workspace, lock_timeout=30) as store:
+        assert store.list_runs().height == 0
+    holder.wait(timeout=30)
+
+
+_FOREIGN = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("open", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+"""
+
+
+def test_foreign_duckdb_lock_never_leaks_out(workspace):
+    WorkspaceStore(workspace).close()
+    db = str(workspace / "store.duckdb")
+    other = subprocess.Popen([sys.executable, "-c", _FOREIGN, db, "2"], stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "open"
+    with pytest.raises(WorkspaceLockTimeout, match="locked by another program"):
+        WorkspaceStore(workspace, lock_timeout=0.3).list_runs()
+    with WorkspaceStore(workspace, lock_timeout=30) as store:  # waits, then works
+        assert store.begin_run("after", {}, [])
+    other.wait(timeout=30)
+    con = duckdb.connect(db, read_only=True)
+    assert con.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
+    con.close()
+
+
+def test_lease_is_released_when_idle(workspace):
+    store = WorkspaceStore(workspace, idle_release=0.1)
+    store.begin_run("x", {}, [])
+    assert store._catalog.holding == "w"
+    deadline = time.monotonic() + 5
+    while store._catalog.holding is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store._catalog.holding is None
+    # another process can now open the file directly
+    con = duckdb.connect(str(workspace / "store.duckdb"))
+    con.close()
+    assert store.list_runs().height == 1
+    store.close()
