@@ -1,0 +1,185 @@
+"""Asset checks: every prediction has its arrays; the run's artifacts exist and match their hashes.
+
+The verification functions take an open store and a run id, so the sweep job's
+last op can record the same evaluations (as ``AssetCheckEvaluation`` events)
+that the asset checks produce when run from the UI.
+"""
+
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckExecutionContext,
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    MetadataValue,
+    asset_check,
+)
+
+from .keys import META_RUN_ID, PREDICTION_ARRAYS, SWEEP_RUN
+from .lineage import latest_run_id
+from .resources import N4AStoreResource
+
+if TYPE_CHECKING:
+    from n4a_store import WorkspaceStore
+
+PREDICTIONS_HAVE_ARRAYS = "predictions_have_arrays"
+ARTIFACTS_INTACT = "artifacts_intact"
+_SAMPLE = 10
+
+
+@dataclass
+class CheckOutcome:
+    """The result of one verification: passed or not, with UI metadata."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_result(self) -> AssetCheckResult:
+        """This outcome as the result of an ``@asset_check`` function."""
+        return AssetCheckResult(passed=self.passed, description=self.description,
+                                metadata=self.metadata, severity=AssetCheckSeverity.ERROR)
+
+    def as_evaluation(self, asset_key: Any, check_name: str) -> AssetCheckEvaluation:
+        """This outcome as an event an op can log against the asset check."""
+        return AssetCheckEvaluation(asset_key=asset_key, check_name=check_name, passed=self.passed,
+                                    description=self.description, metadata=self.metadata,
+                                    severity=AssetCheckSeverity.ERROR)
+
+
+def verify_prediction_arrays(store: "WorkspaceStore", run_id: str) -> CheckOutcome:
+    """Every prediction of ``run_id`` has its arrays (y_true and y_pred) in the ArrayStore."""
+    predictions = store.query_predictions(run_id=run_id)
+    missing: list[str] = []
+    for dataset_name in sorted(set(predictions["dataset_name"].to_list())):
+        ids = predictions.filter(predictions["dataset_name"] == dataset_name)["prediction_id"].to_list()
+        loaded = {rec["prediction_id"]: rec for rec in store.array_store.load_batch(ids, dataset_name)}
+        for pid in ids:
+            rec = loaded.get(pid)
+            if rec is None or rec.get("y_pred") is None or rec.get("y_true") is None:
+                missing.append(pid)
+    checked = predictions.height
+    metadata = {META_RUN_ID: run_id, "predictions_checked": checked, "missing_arrays": len(missing)}
+    if missing:
+        metadata["missing_sample"] = MetadataValue.json(missing[:_SAMPLE])
+    if checked == 0:
+        return CheckOutcome(False, f"run {run_id} has no predictions", metadata)
+    if missing:
+        return CheckOutcome(False, f"{len(missing)} of {checked} predictions have no arrays", metadata)
+    return CheckOutcome(True, f"all {checked} predictions have their arrays", metadata)
+
+
+def chain_artifact_ids(chain: dict[str, Any]) -> set[str]:
+    """Every artifact id a chain row refers to (steps, per-fold, shared)."""
+    ids: set[str] = set()
+    for step in chain.get("steps") or []:
+        if step.get("artifact_id"):
+            ids.add(step["artifact_id"])
+        for key in ("fold_artifact_ids", "fold_artifacts"):
+            per_fold = step.get(key)
+            if isinstance(per_fold, dict):
+                ids.update(v for v in per_fold.values() if isinstance(v, str))
+    ids.update(v for v in (chain.get("fold_artifacts") or {}).values() if isinstance(v, str))
+    ids.update(v for v in (chain.get("shared_artifacts") or {}).values() if isinstance(v, str))
+    return ids
+
+
+def run_chain_ids(store: "WorkspaceStore", run_id: str) -> list[str]:
+    """Chain ids of every pipeline of ``run_id``."""
+    chain_ids: list[str] = []
+    for pipeline_id in store.list_pipelines(run_id=run_id)["pipeline_id"].to_list():
+        chain_ids.extend(store.get_chains_for_pipeline(pipeline_id)["chain_id"].to_list())
+    return chain_ids
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_run_artifacts(store: "WorkspaceStore", run_id: str) -> CheckOutcome:
+    """Every artifact the run's chains use is cataloged, on disk, and hashes to its id."""
+    chain_ids = run_chain_ids(store, run_id)
+    artifact_ids: set[str] = set()
+    for chain_id in chain_ids:
+        chain = store.get_chain(chain_id)
+        if chain is not None:
+            artifact_ids |= chain_artifact_ids(chain)
+    problems: dict[str, str] = {}
+    total_bytes = 0
+    for artifact_id in sorted(artifact_ids):
+        row = store.get_artifact(artifact_id)
+        if row is None:
+            problems[artifact_id] = "not in the catalog"
+            continue
+        path = Path(store.get_artifact_path(artifact_id))
+        if not path.is_file():
+            problems[artifact_id] = f"file missing: {path}"
+            continue
+        actual = _sha256(path)
+        if actual != artifact_id or actual != row.get("content_hash", actual):
+            problems[artifact_id] = f"hash mismatch: file hashes to {actual[:16]}..."
+            continue
+        total_bytes += path.stat().st_size
+    metadata = {
+        META_RUN_ID: run_id, "chains_checked": len(chain_ids),
+        "artifacts_checked": len(artifact_ids), "artifact_bytes": total_bytes,
+        "bad_artifacts": len(problems),
+    }
+    if problems:
+        metadata["problems"] = MetadataValue.json(dict(list(problems.items())[:_SAMPLE]))
+        return CheckOutcome(False, f"{len(problems)} of {len(artifact_ids)} artifacts are missing "
+                                   f"or corrupted", metadata)
+    if not chain_ids:
+        return CheckOutcome(False, f"run {run_id} has no chains", metadata)
+    return CheckOutcome(True, f"all {len(artifact_ids)} artifacts of {len(chain_ids)} chains exist "
+                              f"and match their hashes", metadata)
+
+
+def _current_run_id(context: AssetCheckExecutionContext, store: "WorkspaceStore") -> str | None:
+    run_id = latest_run_id(context.instance)
+    if run_id is None:
+        runs = store.list_runs(limit=1)
+        run_id = runs["run_id"][0] if runs.height else None
+    return run_id
+
+
+@asset_check(asset=PREDICTION_ARRAYS, name=PREDICTIONS_HAVE_ARRAYS,
+             description="Every prediction of the latest sweep run has its y_true/y_pred arrays.")
+def predictions_have_arrays(context: AssetCheckExecutionContext,
+                            n4a_store: N4AStoreResource) -> AssetCheckResult:
+    """Check the latest sweep run's predictions against the ArrayStore."""
+    with n4a_store.open_store() as store:
+        run_id = _current_run_id(context, store)
+        if run_id is None:
+            return CheckOutcome(False, "the workspace has no run yet").as_result()
+        return verify_prediction_arrays(store, run_id).as_result()
+
+
+@asset_check(asset=SWEEP_RUN, name=ARTIFACTS_INTACT,
+             description="Every artifact of the latest sweep run's chains exists and matches its "
+                         "SHA-256.")
+def artifacts_intact(context: AssetCheckExecutionContext,
+                     n4a_store: N4AStoreResource) -> AssetCheckResult:
+    """Check the latest sweep run's artifacts on disk."""
+    with n4a_store.open_store() as store:
+        run_id = _current_run_id(context, store)
+        if run_id is None:
+            return CheckOutcome(False, "the workspace has no run yet").as_result()
+        return verify_run_artifacts(store, run_id).as_result()
+
+
+ASSET_CHECKS = [predictions_have_arrays, artifacts_intact]
+CHECK_KEYS = {
+    PREDICTIONS_HAVE_ARRAYS: AssetCheckKey(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS),
+    ARTIFACTS_INTACT: AssetCheckKey(SWEEP_RUN, ARTIFACTS_INTACT),
+}

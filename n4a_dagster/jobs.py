@@ -1,0 +1,247 @@
+"""Jobs: the sweep (one step per pipeline partition, in parallel) and the maintenance jobs.
+
+``n4a_sweep`` fans out with a dynamic output: ``plan_sweep_op`` registers the
+partitions and begins the store run, one ``train_pipeline_op`` step per
+(dataset, pipeline) trains and records that pipeline, and ``finish_sweep_op``
+completes the run, publishes the leaderboard and records the asset checks. Each
+step logs the materializations of the sweep assets (``n4a/pipeline``,
+``n4a/chain``, ``n4a/prediction_arrays`` for its partition), so the asset graph
+shows the sweep job's results with their store ids.
+
+The job runs on Dagster's multiprocess executor; ``N4A_MAX_CONCURRENT`` (default 4)
+sets how many steps run at once. Every step opens the workspace store for its own
+duration and closes it, and the store's file lock arbitrates between the steps.
+"""
+
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+from dagster import (
+    AssetMaterialization,
+    AssetObservation,
+    DynamicOut,
+    DynamicOutput,
+    HookContext,
+    In,
+    JobDefinition,
+    OpExecutionContext,
+    define_asset_job,
+    failure_hook,
+    job,
+    multiprocess_executor,
+    op,
+)
+
+from .checks import (
+    ARTIFACTS_INTACT,
+    PREDICTIONS_HAVE_ARRAYS,
+    verify_prediction_arrays,
+    verify_run_artifacts,
+)
+from .keys import (
+    CHAIN,
+    DATASET,
+    LEADERBOARD,
+    MODEL_BUNDLE,
+    PIPELINE,
+    PREDICTION_ARRAYS,
+    SWEEP_PLAN,
+    SWEEP_RUN,
+    mapping_key,
+    pipeline_partition_key,
+)
+from .maintenance import compact_arrays_op, export_op, gc_artifacts_op, replay_op
+from .resources import N4AStoreResource, N4ASweepResource
+from .sweep_steps import (
+    arrays_metadata,
+    begin_store_run,
+    chain_metadata,
+    dataset_metadata,
+    finish_run,
+    leaderboard_metadata,
+    pipeline_metadata,
+    plan_sweep,
+    register_partitions,
+    run_metadata,
+    run_partition,
+)
+
+SWEEP_JOB = "n4a_sweep"
+MAX_CONCURRENT_ENV = "N4A_MAX_CONCURRENT"
+DEFAULT_MAX_CONCURRENT = 4
+#: Imported once in the forkserver, so each step process starts warm.
+PRELOAD_MODULES = ["n4a_dagster.definitions", "n4a_store.sweep.runner", "n4a_store.workspace",
+                   "sklearn.cross_decomposition", "chemotools"]
+
+
+def default_max_concurrent() -> int:
+    """Concurrent sweep steps: env ``N4A_MAX_CONCURRENT``, else 4."""
+    raw = os.environ.get(MAX_CONCURRENT_ENV)
+    if not raw:
+        return DEFAULT_MAX_CONCURRENT
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"{MAX_CONCURRENT_ENV} must be >= 1, got {raw!r}")
+    return value
+
+
+def multiprocess_run_config(max_concurrent: int, forkserver: bool = True) -> dict[str, Any]:
+    """The ``execution`` run config of the sweep job for ``max_concurrent`` parallel steps."""
+    config: dict[str, Any] = {"max_concurrent": max_concurrent}
+    if forkserver:
+        config["start_method"] = {"forkserver": {"preload_modules": PRELOAD_MODULES}}
+    return {"execution": {"config": config}}
+
+
+@op(out=DynamicOut(dict), description="Expand the sweep, register partitions, begin the store run.")
+def plan_sweep_op(context: OpExecutionContext, n4a_store: N4AStoreResource,
+                  n4a_sweep: N4ASweepResource):
+    """Materialize sweep_plan, dataset partitions and sweep_run; fan out one task per partition."""
+    plan = plan_sweep(n4a_sweep)
+    register_partitions(context.instance, plan)
+    context.log_event(AssetMaterialization(asset_key=SWEEP_PLAN, metadata=plan.metadata()))
+    for ds in plan.datasets:
+        context.log_event(AssetMaterialization(asset_key=DATASET, partition=ds.name,
+                                               metadata=dataset_metadata(ds)))
+    with n4a_store.open_store() as store:
+        run_id = begin_store_run(store, plan, n4a_sweep.name(), context.run_id, context.job_name)
+        meta = run_metadata(store, run_id)
+    context.log_event(AssetMaterialization(asset_key=SWEEP_RUN, metadata=meta))
+    context.log.info(f"store run {run_id}: {plan.n_partitions} pipeline(s) to train")
+    for index, ds in enumerate(plan.datasets):
+        for spec in plan.specs:
+            yield DynamicOutput(
+                {"run_id": run_id, "dataset": ds.name, "pipeline_key": spec.key},
+                mapping_key=mapping_key(index, ds.name, spec.key),
+            )
+
+
+@op(ins={"task": In(dict)}, description="Train one pipeline on one dataset into the store.")
+def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4AStoreResource,
+                      n4a_sweep: N4ASweepResource) -> dict:
+    """Run one partition; materialize its pipeline, chain and prediction arrays."""
+    cfg = n4a_sweep.load()
+    spec = n4a_sweep.spec(task["pipeline_key"])
+    ds = n4a_sweep.dataset(task["dataset"])
+    partition = pipeline_partition_key(ds.name, spec.key)
+    with n4a_store.open_store() as store:
+        outcome = run_partition(store, task["run_id"], cfg, spec, ds)
+        events = [AssetMaterialization(asset_key=PIPELINE, partition=partition,
+                                       metadata=pipeline_metadata(outcome, store.workspace_path))]
+        if outcome.status == "completed" and outcome.chain_id:
+            events.append(AssetMaterialization(asset_key=CHAIN, partition=partition,
+                                               metadata=chain_metadata(store, outcome.chain_id)))
+            events.append(AssetMaterialization(
+                asset_key=PREDICTION_ARRAYS, partition=partition,
+                metadata=arrays_metadata(store, outcome.run_id, ds.name, outcome.prediction_ids,
+                                         outcome.pipeline_id)))
+    for event in events:
+        context.log_event(event)
+    if outcome.status != "completed":
+        context.log.warning(f"pipeline {spec.name} failed on {ds.name}: {outcome.error}")
+    return asdict(outcome)
+
+
+@op(ins={"outcomes": In(list)},
+    description="Complete the store run, publish the leaderboard, record the asset checks.")
+def finish_sweep_op(context: OpExecutionContext, outcomes: list,
+                    n4a_store: N4AStoreResource) -> dict:
+    """Close the run with its summary; materialize the leaderboard; evaluate both checks."""
+    run_ids = {o["run_id"] for o in outcomes}
+    if len(run_ids) != 1:
+        raise RuntimeError(f"sweep steps reported {len(run_ids)} store runs, expected one")
+    run_id = run_ids.pop()
+    with n4a_store.open_store() as store:
+        summary, board = finish_run(store, run_id)
+        arrays_check = verify_prediction_arrays(store, run_id)
+        artifacts_check = verify_run_artifacts(store, run_id)
+        run_meta = run_metadata(store, run_id)
+    context.log_event(AssetObservation(asset_key=SWEEP_RUN, metadata=run_meta))
+    context.log_event(AssetMaterialization(
+        asset_key=LEADERBOARD,
+        metadata=leaderboard_metadata(run_id, summary, board, n4a_store.workspace_path())))
+    context.log_event(arrays_check.as_evaluation(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS))
+    context.log_event(artifacts_check.as_evaluation(SWEEP_RUN, ARTIFACTS_INTACT))
+    context.log.info(f"run {run_id}: {summary['n_completed']} completed, {summary['n_failed']} "
+                     f"failed; checks: arrays {arrays_check.passed}, artifacts "
+                     f"{artifacts_check.passed}")
+    return {"run_id": run_id, **summary}
+
+
+@failure_hook(required_resource_keys={"n4a_store"})
+def fail_store_run_hook(context: HookContext) -> None:
+    """When a sweep step fails outright, mark the store run this Dagster run drives as failed."""
+    store_resource: N4AStoreResource = context.resources.n4a_store
+    dagster_run = context.instance.get_run_by_id(context.run_id)
+    dagster_ids = {context.run_id}
+    if dagster_run is not None:
+        dagster_ids |= {i for i in (dagster_run.parent_run_id, dagster_run.root_run_id) if i}
+    error = f"Dagster step {context.step_key} failed: {context.op_exception!r}"[:2000]
+    with store_resource.open_store() as store:
+        running = store.list_runs(status="running", limit=None)
+        for row in running.iter_rows(named=True):
+            meta = row.get("metadata")
+            if isinstance(meta, str):
+                import json
+
+                meta = json.loads(meta or "{}")
+            if (meta or {}).get("dagster_run_id") in dagster_ids:
+                store.fail_run(row["run_id"], error)
+
+
+def build_sweep_job(max_concurrent: int | None = None) -> JobDefinition:
+    """The ``n4a_sweep`` job on the multiprocess executor (``max_concurrent`` parallel steps)."""
+    concurrent = max_concurrent or default_max_concurrent()
+
+    @job(name=SWEEP_JOB, executor_def=multiprocess_executor,
+         config=multiprocess_run_config(concurrent), hooks={fail_store_run_hook},
+         tags={"n4a/kind": "sweep"},
+         description="Run the configured sweep: one step per (dataset, pipeline), "
+                     f"{concurrent} at a time, recorded in the n4a store.")
+    def n4a_sweep():
+        tasks = plan_sweep_op()
+        finish_sweep_op(tasks.map(train_pipeline_op).collect())
+
+    return n4a_sweep
+
+
+@job(name="n4a_compact", description="Compact prediction-array Parquet files (drop tombstones).",
+     tags={"n4a/kind": "maintenance"})
+def compact_job():
+    compact_arrays_op()
+
+
+@job(name="n4a_gc", description="Delete unreferenced artifacts.", tags={"n4a/kind": "maintenance"})
+def gc_job():
+    gc_artifacts_op()
+
+
+@job(name="n4a_export", description="Export a chain, run, pipeline config or predictions.",
+     tags={"n4a/kind": "export"})
+def export_job():
+    export_op()
+
+
+@job(name="n4a_replay", description="Replay a stored chain on a CSV/Parquet file of spectra.",
+     tags={"n4a/kind": "replay"})
+def replay_job():
+    replay_op()
+
+
+model_bundle_job = define_asset_job(
+    "n4a_model_bundle", selection=[MODEL_BUNDLE],
+    description="Export the best chain of the latest run as a .n4a bundle (on demand).")
+
+pipeline_partition_job = define_asset_job(
+    "n4a_pipeline_partition", selection=[PIPELINE, CHAIN, PREDICTION_ARRAYS],
+    description="(Re)materialize pipeline partitions (dataset|pipeline key) one run each.")
+
+
+def sweep_job_for(workspace: str, sweep_config: str, max_concurrent: int | None = None) -> JobDefinition:
+    """The resolved sweep job bound to a workspace and sweep config (for ``build_reconstructable_job``)."""
+    from .definitions import build_definitions
+
+    return build_definitions(workspace=workspace, sweep_config=sweep_config,
+                             max_concurrent=max_concurrent).resolve_job_def(SWEEP_JOB)

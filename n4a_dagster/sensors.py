@@ -1,0 +1,179 @@
+"""Maintenance sensors: request a compaction or a gc run when the workspace needs one.
+
+Both sensors keep a JSON cursor holding the fingerprint of the store state they
+last acted on. A state that was already requested (or already found under the
+thresholds) is skipped without a new run; the run key is the same fingerprint,
+so Dagster never launches two runs for one state either.
+"""
+
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from dagster import (
+    DefaultSensorStatus,
+    JobDefinition,
+    RunConfig,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from .maintenance import CompactConfig, GcConfig
+from .resources import N4AStoreResource
+
+COMPACT_TOMBSTONES_ENV = "N4A_COMPACT_TOMBSTONES"
+COMPACT_FILES_ENV = "N4A_COMPACT_FILES"
+GC_UNREFERENCED_ENV = "N4A_GC_UNREFERENCED"
+GC_BYTES_ENV = "N4A_GC_BYTES"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+
+
+def fingerprint(state: Any) -> str:
+    """A short stable hash of a JSON-serialisable state."""
+    payload = json.dumps(state, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def read_cursor(context: SensorEvaluationContext) -> dict[str, Any]:
+    """The sensor's JSON cursor (empty on the first tick or after a reset)."""
+    if not context.cursor:
+        return {}
+    try:
+        value = json.loads(context.cursor)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_cursor(context: SensorEvaluationContext, state: str, requested: bool, summary: str) -> None:
+    context.update_cursor(json.dumps({"state": state, "requested": requested, "summary": summary}))
+
+
+def compaction_candidates(
+    stats: dict[str, dict[str, int]], tombstone_threshold: int, file_threshold: int
+) -> dict[str, dict[str, int]]:
+    """Datasets whose tombstoned rows or array files reach a threshold.
+
+    A dataset already compacted (one file, no tombstones) is never due, whatever the thresholds.
+    """
+    due = {}
+    for name, entry in sorted(stats.items()):
+        tombstoned, files = int(entry.get("tombstoned", 0)), int(entry.get("files", 0))
+        if tombstoned == 0 and files <= 1:
+            continue
+        if tombstoned >= tombstone_threshold or files >= file_threshold:
+            due[name] = entry
+    return due
+
+
+def build_compaction_sensor(
+    job: JobDefinition,
+    *,
+    tombstone_threshold: int | None = None,
+    file_threshold: int | None = None,
+    minimum_interval_seconds: int = 300,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+    name: str = "n4a_compaction_sensor",
+) -> SensorDefinition:
+    """A sensor requesting ``job`` (the compact job) for datasets over a threshold.
+
+    Thresholds default to env ``N4A_COMPACT_TOMBSTONES`` (1000 rows) and
+    ``N4A_COMPACT_FILES`` (20 Parquet files per dataset).
+    """
+    tombstones = tombstone_threshold if tombstone_threshold is not None else _env_int(
+        COMPACT_TOMBSTONES_ENV, 1000)
+    files = file_threshold if file_threshold is not None else _env_int(COMPACT_FILES_ENV, 20)
+
+    @sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds,
+            default_status=default_status,
+            description=f"Requests {job.name} when a dataset has >= {tombstones} tombstoned "
+                        f"array rows or >= {files} array files.")
+    def _compaction_sensor(context: SensorEvaluationContext, n4a_store: N4AStoreResource):
+        if not n4a_store.exists():
+            return SkipReason(f"no workspace catalog at {n4a_store.workspace_path()} yet")
+        with n4a_store.open_store() as store:
+            stats = store.array_store.stats()
+        due = compaction_candidates(stats, tombstones, files)
+        cursor = read_cursor(context)
+        if not due:
+            total_t = sum(int(e.get("tombstoned", 0)) for e in stats.values())
+            most_files = max((int(e.get("files", 0)) for e in stats.values()), default=0)
+            summary = (f"{len(stats)} dataset(s), {total_t} tombstoned rows, at most {most_files} "
+                       f"files per dataset: under thresholds ({tombstones} rows, {files} files)")
+            _write_cursor(context, fingerprint(stats), False, summary)
+            return SkipReason(summary)
+        state = fingerprint(due)
+        if cursor.get("state") == state and cursor.get("requested"):
+            return SkipReason(f"compaction of {sorted(due)} already requested for this state ({state})")
+        summary = ", ".join(f"{n}: {e.get('tombstoned', 0)} tombstoned, {e.get('files', 0)} files"
+                            for n, e in due.items())
+        _write_cursor(context, state, True, summary)
+        return RunRequest(
+            run_key=f"compact-{state}",
+            run_config=RunConfig(ops={"compact_arrays_op": CompactConfig(datasets=sorted(due))}),
+            tags={"n4a/reason": summary[:200]},
+        )
+
+    return _compaction_sensor
+
+
+def build_gc_sensor(
+    job: JobDefinition,
+    *,
+    unreferenced_threshold: int | None = None,
+    bytes_threshold: int | None = None,
+    minimum_interval_seconds: int = 600,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+    name: str = "n4a_gc_sensor",
+) -> SensorDefinition:
+    """A sensor requesting ``job`` (the gc job) when unreferenced artifacts pile up.
+
+    Thresholds default to env ``N4A_GC_UNREFERENCED`` (100 artifacts) and ``N4A_GC_BYTES``
+    (100 MiB); either one reached triggers a run.
+    """
+    count_limit = unreferenced_threshold if unreferenced_threshold is not None else _env_int(
+        GC_UNREFERENCED_ENV, 100)
+    bytes_limit = bytes_threshold if bytes_threshold is not None else _env_int(
+        GC_BYTES_ENV, 100 * 1024 * 1024)
+
+    @sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds,
+            default_status=default_status,
+            description=f"Requests {job.name} when >= {count_limit} artifacts or >= {bytes_limit} "
+                        f"bytes are unreferenced.")
+    def _gc_sensor(context: SensorEvaluationContext, n4a_store: N4AStoreResource):
+        if not n4a_store.exists():
+            return SkipReason(f"no workspace catalog at {n4a_store.workspace_path()} yet")
+        with n4a_store.open_store() as store:
+            stats = store.artifact_stats()
+        count = int(stats.get("unreferenced_count", 0))
+        size = int(stats.get("unreferenced_bytes", 0))
+        state = fingerprint({"count": count, "bytes": size})
+        summary = f"{count} unreferenced artifact(s), {size} bytes"
+        if count == 0 or (count < count_limit and size < bytes_limit):
+            _write_cursor(context, state, False, summary)
+            return SkipReason(f"{summary}: under thresholds ({count_limit} artifacts, {bytes_limit} bytes)")
+        cursor = read_cursor(context)
+        if cursor.get("state") == state and cursor.get("requested"):
+            return SkipReason(f"gc already requested for this state ({summary})")
+        _write_cursor(context, state, True, summary)
+        return RunRequest(
+            run_key=f"gc-{state}",
+            run_config=RunConfig(ops={"gc_artifacts_op": GcConfig()}),
+            tags={"n4a/reason": summary},
+        )
+
+    return _gc_sensor

@@ -1,0 +1,380 @@
+"""The sweep, step by step, shared by the sweep job's ops and the sweep assets.
+
+Every function here works on an open store (the caller opens it for the step
+and closes it after) and returns plain values plus the Dagster metadata that
+describes them. Nothing here keeps state between steps: a step process can be
+any process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+from dagster import DagsterInstance, MetadataValue
+
+from n4a_store.errors import InvalidInputError
+
+from .keys import (
+    DATASETS_PARTITIONS,
+    META_CHAIN_ID,
+    META_DATASET,
+    META_PIPELINE_ID,
+    META_PREDICTION_IDS,
+    META_RUN_ID,
+    META_STATUS,
+    META_WORKSPACE,
+    PIPELINES_PARTITIONS,
+    check_partition_name,
+)
+from .metadata import frame_preview, score_metadata, table_metadata
+from .values import PipelineOutcome
+
+if TYPE_CHECKING:
+    from n4a_store import WorkspaceStore
+    from n4a_store.sweep import PipelineSpec, SpectraDataset, SweepConfig
+
+    from .resources import N4ASweepResource
+
+
+@dataclass
+class SweepPlan:
+    """The sweep to run: its config, its expanded pipelines and its loaded datasets."""
+
+    source: str
+    cfg: SweepConfig
+    specs: list[PipelineSpec]
+    datasets: list[SpectraDataset]
+
+    @property
+    def n_partitions(self) -> int:
+        """(dataset, pipeline) partitions, i.e. pipelines to train."""
+        return len(self.specs) * len(self.datasets)
+
+    def pipelines_frame(self) -> pl.DataFrame:
+        """One row per expanded pipeline: partition key, name, steps, generator choices."""
+        return pl.DataFrame({
+            "key": [s.key for s in self.specs],
+            "name": [s.name for s in self.specs],
+            "preprocessings": [s.preprocessings for s in self.specs],
+            "model_class": [s.model.class_path for s in self.specs],
+            "choices": [json.dumps([c.get("value") for c in s.generator_choices], default=str)
+                        for s in self.specs],
+        }, schema={"key": pl.String, "name": pl.String, "preprocessings": pl.String,
+                   "model_class": pl.String, "choices": pl.String})
+
+    def metadata(self) -> dict[str, Any]:
+        """UI metadata of the plan: the config, counts and the pipelines table."""
+        frame = self.pipelines_frame()
+        return {
+            "sweep_config": self.source,
+            "sweep_name": self.cfg.name,
+            "n_pipelines": len(self.specs),
+            "n_datasets": len(self.datasets),
+            "n_partitions": self.n_partitions,
+            "cv_folds": self.cfg.cv.n_splits,
+            "pipelines": frame_preview(frame, n=50),
+            **table_metadata(frame),
+        }
+
+
+def plan_sweep(sweep: N4ASweepResource) -> SweepPlan:
+    """Load, expand and check the configured sweep, loading its datasets.
+
+    Raises:
+        InvalidInputError: a dataset name Dagster cannot use as a partition key.
+        SweepConfigError / DatasetError: from the sweep runner.
+    """
+    cfg = sweep.load()
+    specs = sweep.specs()
+    datasets = [sweep.dataset(name) for name in sweep.dataset_names()]
+    for ds in datasets:
+        check_partition_name("dataset", ds.name)
+    return SweepPlan(source=sweep.config, cfg=cfg, specs=specs, datasets=datasets)
+
+
+def register_partitions(instance: DagsterInstance, plan: SweepPlan) -> tuple[list[str], list[str]]:
+    """Add the plan's datasets and pipelines as dynamic partitions; return the new ones."""
+    added: list[list[str]] = []
+    for partitions_def, keys in (
+        (DATASETS_PARTITIONS, [ds.name for ds in plan.datasets]),
+        (PIPELINES_PARTITIONS, [s.key for s in plan.specs]),
+    ):
+        name = partitions_def.name
+        assert name is not None
+        known = set(instance.get_dynamic_partitions(name))
+        new = [k for k in keys if k not in known]
+        if new:
+            instance.add_dynamic_partitions(name, new)
+        added.append(new)
+    return added[0], added[1]
+
+
+def dataset_metadata(ds: SpectraDataset) -> dict[str, Any]:
+    """UI metadata of one loaded dataset (hash, shapes, wavelength range, target summary)."""
+    info = ds.metadata()
+    meta: dict[str, Any] = {
+        META_DATASET: ds.name,
+        "dataset_hash": ds.dataset_hash,
+        "source": str(info.get("source", "")),
+        "task_type": ds.task_type,
+        "n_samples": int(info["n_samples"]),
+        "n_features": int(info["n_features"]),
+        "n_test": int(info.get("n_test", 0)),
+        "wavelength_range": MetadataValue.json(info.get("wavelength_range")),
+        "dagster/row_count": int(info["n_samples"]),
+    }
+    if ds.task_type == "regression":
+        y = ds.y.astype(float)
+        meta["target_mean"] = float(y.mean())
+        meta["target_min"], meta["target_max"] = float(y.min()), float(y.max())
+    elif ds.classes is not None:
+        meta["classes"] = MetadataValue.json([str(c) for c in ds.classes])
+    return meta
+
+
+def begin_store_run(store: WorkspaceStore, plan: SweepPlan, run_name: str,
+                    dagster_run_id: str, job_name: str | None = None) -> str:
+    """Open the store run of a sweep, recording the Dagster run that drives it."""
+    metadata = {"dagster_run_id": dagster_run_id, "orchestrator": "dagster",
+                "sweep_config": plan.source}
+    if job_name:
+        metadata["dagster_job"] = job_name
+    return store.begin_run(run_name, plan.cfg.to_dict(), [ds.metadata() for ds in plan.datasets],
+                           metadata=metadata)
+
+
+def run_metadata(store: WorkspaceStore, run_id: str) -> dict[str, Any]:
+    """UI metadata of a store run: ids, status, datasets and the Dagster run it records."""
+    record = store.get_run(run_id)
+    if record is None:
+        raise InvalidInputError(f"run {run_id!r} does not exist in {store.workspace_path}")
+    meta: dict[str, Any] = {
+        META_RUN_ID: run_id,
+        META_WORKSPACE: str(store.workspace_path),
+        "run_name": record["name"],
+        "status": record["status"],
+        "datasets": MetadataValue.json(record.get("dataset_names") or []),
+    }
+    dagster_run_id = (record.get("metadata") or {}).get("dagster_run_id")
+    if dagster_run_id:
+        meta["dagster_run_id"] = MetadataValue.dagster_run(dagster_run_id)
+    return meta
+
+
+def _pipeline_key_of(expanded_config: Any) -> str | None:
+    if isinstance(expanded_config, str):
+        try:
+            expanded_config = json.loads(expanded_config)
+        except json.JSONDecodeError:
+            return None
+    return expanded_config.get("key") if isinstance(expanded_config, dict) else None
+
+
+def partition_pipeline_ids(store: WorkspaceStore, run_id: str, dataset_name: str,
+                           pipeline_key: str) -> list[str]:
+    """Ids of the pipelines of ``run_id`` already written for one (dataset, pipeline) partition."""
+    frame = store.list_pipelines(run_id=run_id, dataset_name=dataset_name)
+    return [row["pipeline_id"] for row in frame.iter_rows(named=True)
+            if _pipeline_key_of(row["expanded_config"]) == pipeline_key]
+
+
+def run_partition(store: WorkspaceStore, run_id: str, cfg: SweepConfig, spec: PipelineSpec,
+                  ds: SpectraDataset) -> PipelineOutcome:
+    """Train one expanded pipeline on one dataset under ``run_id``, replacing earlier attempts.
+
+    The pipelines this partition wrote before in the same run (an earlier materialization or a
+    retried step) are deleted once the new one is recorded, so the run never holds two
+    pipelines for one partition.
+    """
+    from n4a_store.sweep import run_pipeline
+
+    earlier = partition_pipeline_ids(store, run_id, ds.name, spec.key)
+    result = run_pipeline(store, run_id, spec, ds, cfg)
+    for pipeline_id in earlier:
+        store.delete_pipeline(pipeline_id)
+    prediction_ids: list[str] = []
+    if result.status == "completed" and result.pipeline_id:
+        prediction_ids = store.query_predictions(
+            pipeline_id=result.pipeline_id)["prediction_id"].to_list()
+    return PipelineOutcome(
+        run_id=run_id, dataset_name=ds.name, pipeline_key=spec.key, pipeline_name=spec.name,
+        pipeline_id=str(result.pipeline_id), status=result.status, chain_id=result.chain_id,
+        prediction_ids=prediction_ids, best_val=result.best_val, best_test=result.best_test,
+        metric=result.metric, duration_ms=result.duration_ms, error=result.error,
+        replaced_pipeline_ids=earlier,
+    )
+
+
+def pipeline_metadata(outcome: PipelineOutcome, workspace: Path) -> dict[str, Any]:
+    """UI metadata of a pipeline partition: store ids, status, scores."""
+    meta: dict[str, Any] = {
+        META_RUN_ID: outcome.run_id,
+        META_PIPELINE_ID: outcome.pipeline_id,
+        META_DATASET: outcome.dataset_name,
+        META_STATUS: outcome.status,
+        META_WORKSPACE: str(workspace),
+        "pipeline_name": outcome.pipeline_name,
+        "pipeline_key": outcome.pipeline_key,
+        "metric": outcome.metric or "",
+        "duration_ms": int(outcome.duration_ms or 0),
+        "n_predictions": len(outcome.prediction_ids),
+        **score_metadata("best_val", outcome.best_val),
+        **score_metadata("best_test", outcome.best_test),
+    }
+    if outcome.chain_id:
+        meta[META_CHAIN_ID] = outcome.chain_id
+    if outcome.error:
+        meta["error"] = MetadataValue.text(outcome.error[:2000])
+    if outcome.replaced_pipeline_ids:
+        meta["replaced_pipeline_ids"] = MetadataValue.json(outcome.replaced_pipeline_ids)
+    return meta
+
+
+def chain_metadata(store: WorkspaceStore, chain_id: str) -> dict[str, Any]:
+    """UI metadata of a stored chain: ids, model, preprocessing, artifact paths and sizes."""
+    from .checks import chain_artifact_ids
+
+    chain = store.get_chain(chain_id)
+    if chain is None:
+        raise InvalidInputError(f"chain {chain_id!r} does not exist in {store.workspace_path}")
+    paths: dict[str, str] = {}
+    total = 0
+    for artifact_id in sorted(chain_artifact_ids(chain)):
+        path = Path(store.get_artifact_path(artifact_id))
+        paths[artifact_id[:12]] = str(path)
+        total += path.stat().st_size if path.is_file() else 0
+    return {
+        META_CHAIN_ID: chain_id,
+        META_PIPELINE_ID: chain["pipeline_id"],
+        META_WORKSPACE: str(store.workspace_path),
+        "model_class": chain["model_class"],
+        "preprocessings": chain.get("preprocessings") or "",
+        "fold_strategy": chain["fold_strategy"],
+        "n_folds": len(chain.get("fold_artifacts") or {}),
+        "n_artifacts": len(paths),
+        "artifact_bytes": total,
+        "artifact_paths": MetadataValue.json(paths),
+    }
+
+
+def predictions_frame(store: WorkspaceStore, prediction_ids: list[str],
+                      pipeline_id: str | None = None) -> pl.DataFrame:
+    """The prediction rows (scores, no arrays) of ``prediction_ids``, in store order."""
+    columns = ["prediction_id", "fold_id", "partition", "val_score", "test_score", "train_score",
+               "metric", "n_samples", "has_arrays"]
+    if not prediction_ids:
+        return pl.DataFrame(schema={c: pl.String for c in columns})
+    if pipeline_id is not None:  # one query for the whole partition
+        frame = store.query_predictions(pipeline_id=pipeline_id)
+        return frame.filter(pl.col("prediction_id").is_in(prediction_ids)).select(columns)
+    rows = [store.get_prediction(pid) for pid in prediction_ids]
+    return pl.DataFrame([{c: r.get(c) for c in columns} for r in rows if r is not None])
+
+
+def arrays_metadata(store: WorkspaceStore, outcome_run_id: str, dataset_name: str,
+                    prediction_ids: list[str], pipeline_id: str | None = None) -> dict[str, Any]:
+    """UI metadata of a partition's prediction arrays: ids, row counts, a table preview."""
+    frame = predictions_frame(store, prediction_ids, pipeline_id)
+    meta: dict[str, Any] = {
+        META_RUN_ID: outcome_run_id,
+        META_DATASET: dataset_name,
+        META_PREDICTION_IDS: MetadataValue.json(prediction_ids),
+        META_WORKSPACE: str(store.workspace_path),
+        "arrays_dir": MetadataValue.path(str(store.workspace_path / "arrays")),
+        "preview": frame_preview(frame, n=20),
+        **table_metadata(frame, table_name=f"arrays/{dataset_name}"),
+    }
+    if pipeline_id:
+        meta[META_PIPELINE_ID] = pipeline_id
+    return meta
+
+
+def store_results(store: WorkspaceStore, run_id: str) -> list[Any]:
+    """Rebuild the runner's :class:`PipelineResult` of every pipeline of ``run_id`` from the store."""
+    from n4a_store.sweep import PipelineResult
+
+    results = []
+    pipelines = store.list_pipelines(run_id=run_id)
+    counts: dict[str, int] = {}
+    chains: dict[str, str] = {}
+    predictions = store.query_predictions(run_id=run_id)
+    for pid in predictions["pipeline_id"].to_list():
+        counts[pid] = counts.get(pid, 0) + 1
+    for row in predictions.select("pipeline_id", "chain_id").unique().iter_rows(named=True):
+        if row["chain_id"]:
+            chains[row["pipeline_id"]] = row["chain_id"]
+    for row in pipelines.iter_rows(named=True):
+        config = row["expanded_config"]
+        if isinstance(config, str):
+            config = json.loads(config)
+        config = config or {}
+        steps = config.get("pipeline") or []
+        pid = row["pipeline_id"]
+        chain_id = chains.get(pid)
+        if chain_id is None and row["status"] == "completed":
+            frame = store.get_chains_for_pipeline(pid)
+            chain_id = frame["chain_id"][0] if frame.height else None
+        results.append(PipelineResult(
+            pipeline_id=pid, chain_id=chain_id, status=row["status"], best_val=row["best_val"],
+            best_test=row["best_test"], metric=row["metric"] or (config.get("metric") or ""),
+            error=row["error"], duration_ms=int(row["duration_ms"] or 0),
+            n_predictions=counts.get(pid, 0), name=row["name"], key=config.get("key", ""),
+            dataset_name=row["dataset_name"],
+            preprocessings=">".join(s["class"].rsplit(".", 1)[-1] for s in steps[:-1]),
+            model_class=steps[-1]["class"] if steps else "",
+        ))
+    return results
+
+
+def finish_run(store: WorkspaceStore, run_id: str) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Complete the store run with the runner's summary; return (summary, leaderboard)."""
+    from n4a_store.sweep.runner import leaderboard, sweep_summary_dict
+
+    record = store.get_run(run_id)
+    if record is None:
+        raise InvalidInputError(f"run {run_id!r} does not exist in {store.workspace_path}")
+    results = store_results(store, run_id)
+    created = record.get("created_at")
+    duration_s = 0.0
+    if isinstance(created, datetime):
+        start = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+        duration_s = max(0.0, (datetime.now(timezone.utc) - start).total_seconds())
+    summary = sweep_summary_dict(results, duration_s)
+    store.complete_run(run_id, summary)
+    return summary, leaderboard(results)
+
+
+def leaderboard_metadata(run_id: str, summary: dict[str, Any], board: pl.DataFrame,
+                         workspace: Path) -> dict[str, Any]:
+    """UI metadata of the leaderboard: the best pipelines, counts and a ranked table."""
+    meta: dict[str, Any] = {
+        META_RUN_ID: run_id,
+        META_WORKSPACE: str(workspace),
+        "n_pipelines": summary["n_pipelines"],
+        "n_completed": summary["n_completed"],
+        "n_failed": summary["n_failed"],
+        "n_predictions": summary.get("n_predictions", 0),
+        "leaderboard": frame_preview(board.drop("error"), n=25),
+        **table_metadata(board),
+    }
+    best = board.filter(pl.col("rank") == 1)
+    if best.height:
+        top = best.row(0, named=True)
+        meta.update({
+            "best_pipeline": top["name"], "best_metric": top["metric"],
+            META_PIPELINE_ID: top["pipeline_id"], META_CHAIN_ID: top["chain_id"] or "",
+            **score_metadata("best_val", top["best_val"]),
+            **score_metadata("best_test", top["best_test"]),
+        })
+    return meta
+
+
+def elapsed(started: float) -> float:
+    """Seconds since ``started`` (a ``time.perf_counter`` value), rounded to ms."""
+    return round(time.perf_counter() - started, 3)
