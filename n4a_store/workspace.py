@@ -986,14 +986,11 @@ class WorkspaceStore:
             "SELECT artifact_id, format FROM artifacts WHERE ref_count <= 0").fetchall()
         if not candidates:
             return []
-        still_used: set[str] = set()
-        for f, s, st, m in con.execute(
-                "SELECT fold_artifacts, shared_artifacts, steps, model_step_idx FROM chains").fetchall():
-            chain = {"fold_artifacts": from_json(f), "shared_artifacts": from_json(s),
-                     "steps": from_json(st), "model_step_idx": m}
-            still_used.update(chain_artifact_refs(chain))
-            still_used.update(x["artifact_id"] for x in chain["steps"] if isinstance(x, dict)
-                              and isinstance(x.get("artifact_id"), str))
+        # ids are 64 hex digits, so containment in the chain's JSON text is exact
+        still_used = {r[0] for r in con.execute(
+            "SELECT c.id FROM (SELECT unnest(?) AS id) c WHERE EXISTS (SELECT 1 FROM chains h "
+            "WHERE contains(h.fold_artifacts, c.id) OR contains(h.shared_artifacts, c.id) "
+            "OR contains(h.steps, c.id))", [[a for a, _ in candidates]]).fetchall()}
         dead = [(a, f) for a, f in candidates if a not in still_used and a not in self._pending.artifacts]
         if dead:
             con.execute("DELETE FROM artifacts WHERE list_contains(?, artifact_id)", [[a for a, _ in dead]])
