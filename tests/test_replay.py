@@ -239,3 +239,28 @@ def test_replay_from_another_store_object(tmp_path, fermentation):
     clear_replay_cache()
     with WorkspaceStore(tmp_path / "ws") as second:
         np.testing.assert_allclose(second.replay_chain(chain_id, X), direct(X), rtol=0, atol=1e-12)
+
+
+def test_hand_written_seed_format_chain(store, coffee):
+    """A chain written directly with save_chain (seed step keys only) replays too; the task
+    type is inferred from the model (classes_ + predict_proba)."""
+    X, y = coffee
+    scaler = StandardScaler().fit(X)
+    models = {f: LogisticRegression(max_iter=300).fit(scaler.transform(X[m]), y[m])
+              for f, m in folds_of(len(X), 2).items()}
+    run_id = store.begin_run("manual", {}, [])
+    pipeline_id = store.begin_pipeline(run_id, "p", {}, [], "coffee", "h")
+    scaler_id = store.save_artifact(scaler, SCALER, "transformer", "joblib")
+    fold_ids = {f: store.save_artifact(m, LOGREG, "model", "joblib") for f, m in models.items()}
+    steps = [{"step_idx": 0, "operator_class": SCALER, "params": {}, "artifact_id": scaler_id,
+              "stateless": False},
+             {"step_idx": 1, "operator_class": LOGREG, "params": {}, "artifact_id": None,
+              "stateless": False}]
+    chain_id = store.save_chain(pipeline_id, steps, 1, LOGREG, "StandardScaler", "per_fold",
+                                fold_ids, {"0": scaler_id})
+    Z = scaler.transform(X)
+    mean_proba = (models["0"].predict_proba(Z) + models["1"].predict_proba(Z)) / 2
+    np.testing.assert_allclose(replay_chain(store, chain_id, X, proba=True), mean_proba,
+                               rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(replay_chain(store, chain_id, X),
+                                  models["0"].classes_[np.argmax(mean_proba, axis=1)])
