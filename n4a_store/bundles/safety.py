@@ -126,9 +126,11 @@ def read_verified_bundle(path: str | Path, *, max_bytes: int = MAX_BUNDLE_BYTES)
             raise UnsafeBundleError(f"{path.name} lacks members listed in its manifest: {missing}")
 
         contents: dict[str, bytes] = {}
+        budget = max_bytes  # declared sizes can lie: cap what is actually inflated, in total
         for name, entry in members.items():
             check_member_name(name)
-            data = _read(archive, name, max_bytes)
+            data = _read(archive, name, budget)
+            budget -= len(data)
             digest = sha256_hex(data)
             if digest != entry.get("sha256"):
                 raise BundleIntegrityError(
