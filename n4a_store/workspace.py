@@ -694,8 +694,21 @@ class WorkspaceStore:
         Returns the SHA-256 of the serialised bytes; saving identical content
         again returns the same id and adds one to its ``ref_count``.
         """
-        data = serialize(obj, format)
+        return self.save_artifact_bytes(serialize(obj, format), operator_class, artifact_type, format)
+
+    def save_artifact_bytes(
+        self, data: bytes, operator_class: str, artifact_type: str, format: str = "joblib",
+    ) -> str:
+        """Store already-serialised artifact bytes (e.g. from a bundle) unchanged.
+
+        The id is the SHA-256 of ``data``, as for :meth:`save_artifact`; the
+        bytes must be a valid ``format`` payload (they are not unpickled here).
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidInputError("artifact data must be bytes")
+        data = bytes(data)
         artifact_id = content_hash(data)
+        relative = self._artifact_files.relative_path(artifact_id, format)
         with self._lock:
             self._check_open()
             item = self._pending.artifacts.get(artifact_id)
@@ -704,8 +717,7 @@ class WorkspaceStore:
             else:
                 self._pending.artifacts[artifact_id] = PendingArtifact(
                     row={
-                        "artifact_id": artifact_id,
-                        "artifact_path": self._artifact_files.relative_path(artifact_id, format),
+                        "artifact_id": artifact_id, "artifact_path": relative,
                         "content_hash": artifact_id, "operator_class": operator_class,
                         "artifact_type": artifact_type, "format": format,
                         "size_bytes": len(data), "created_at": _now(),
@@ -907,10 +919,18 @@ class WorkspaceStore:
         where, params = self._prediction_where({"partition": partition, "dataset_name": dataset_name})
         if group_by is not None:
             group = check_column(group_by, GROUPABLE_COLUMNS, "group_by column")
-            sql = (f"SELECT * FROM predictions {where} QUALIFY row_number() OVER "
-                   f"(PARTITION BY {group} ORDER BY {order}) = 1 ORDER BY {order} LIMIT ?")
-        else:
-            sql = f"SELECT * FROM predictions {where} ORDER BY {order} LIMIT ?"
+            best = "min" if ascending else "max"
+            # best score per group by hash aggregation, then one row per winning group
+            sql = (f"WITH best AS (SELECT {group} AS g, {best}({column}) AS m FROM predictions "
+                   f"{where} GROUP BY {group} ORDER BY m {direction} NULLS LAST, g LIMIT ?) "
+                   f"SELECT p.* FROM predictions p JOIN best b ON p.{group} IS NOT DISTINCT FROM b.g "
+                   f"AND p.{column} IS NOT DISTINCT FROM b.m {where.replace('WHERE', 'AND', 1)} "
+                   f"QUALIFY row_number() OVER (PARTITION BY p.{group} ORDER BY p.prediction_id) = 1 "
+                   f"ORDER BY p.{order}")
+            params = [*params, int(n), *params]
+            with self._lock, self._read() as con:
+                return _frame(con, sql, params)
+        sql = f"SELECT * FROM predictions {where} ORDER BY {order} LIMIT ?"
         with self._lock, self._read() as con:
             return _frame(con, sql, [*params, int(n)])
 

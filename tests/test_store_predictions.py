@@ -160,3 +160,30 @@ def test_dataframes_are_polars(store, filled):
     assert isinstance(store.list_runs(), pl.DataFrame)
     assert isinstance(store.list_pipelines(), pl.DataFrame)
     assert isinstance(store.query_predictions(), pl.DataFrame)
+
+
+@pytest.mark.parametrize("ascending", [True, False])
+def test_group_by_matches_a_reference_computation(store, ascending):
+    rng = np.random.default_rng(3)
+    run_id = store.begin_run("exp", {}, [])
+    with store.batch():
+        for p in range(12):
+            pid = store.begin_pipeline(run_id, f"p{p}", {}, [], "wheat", "h")
+            for fold in range(4):
+                value = float("nan") if (p == 5 or rng.random() < 0.1) else float(rng.integers(0, 20))
+                _save(store, pid, None, str(fold), "val", value)
+            store.complete_pipeline(pid, 0, 0, "rmse", 1)
+    got = store.top_predictions(7, ascending=ascending, group_by="pipeline_id")
+    frame = store.query_predictions(partition="val")
+    best = (frame.sort(["val_score", "prediction_id"], descending=[not ascending, False],
+                       nulls_last=True)
+            .group_by("pipeline_id", maintain_order=True).first()
+            .sort("val_score", descending=not ascending, nulls_last=True).head(7))
+    assert got["val_score"].to_list() == best["val_score"].to_list()
+    assert got["pipeline_id"].n_unique() == 7
+    for row in got.iter_rows(named=True):  # each row is the best of its pipeline
+        mine = frame.filter(pipeline_id=row["pipeline_id"])["val_score"].drop_nulls()
+        if row["val_score"] is None:
+            assert mine.len() == 0
+        else:
+            assert row["val_score"] == (mine.min() if ascending else mine.max())
