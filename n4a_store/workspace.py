@@ -1105,6 +1105,27 @@ class WorkspaceStore:
                     self.array_store.delete(orphans)
         return self.array_store.compact(dataset_name)
 
+    def backup(self, destination: Path | str) -> Path:
+        """Copy the workspace to ``destination`` (a new or empty directory), consistently.
+
+        Buffered writes are committed first; the catalog is then held under the
+        shared lock for the whole copy, so no writer commits meanwhile (readers
+        go on). Returns the destination path.
+        """
+        from .maintenance import copy_workspace
+
+        target = Path(destination).expanduser().resolve()
+        if target.exists() and any(target.iterdir()):
+            raise InvalidInputError(f"backup destination {str(target)!r} is not empty")
+        if target == self.workspace_path or self.workspace_path in target.parents:
+            raise InvalidInputError("backup destination must be outside the workspace")
+        with self._lock:
+            self._check_open()
+            self._commit()
+            with self._catalog.reading():
+                copy_workspace(self.workspace_path, target)
+        return target
+
     def vacuum(self) -> None:
         """Reclaim unused space in the DuckDB database file (checkpoint + vacuum)."""
         with self._lock:

@@ -100,3 +100,20 @@ def test_vacuum_keeps_data(store, fitted, regression_data):
     store.delete_run(run_id)
     store.vacuum()
     assert store.query_predictions().height == 9
+
+
+def test_backup_is_a_working_workspace(store, fitted, regression_data, tmp_path):
+    run_id = store.begin_run("exp", {}, [])
+    ids = write_pipeline(store, run_id, fitted, regression_data)
+    store.delete_prediction(ids["prediction_ids"][0])
+    target = store.backup(tmp_path / "backup")
+    with WorkspaceStore(target) as copy:
+        assert copy.query_predictions().height == 8
+        record = copy.get_prediction(ids["prediction_ids"][1], load_arrays=True)
+        np.testing.assert_array_equal(record["y_true"], regression_data[1])
+        assert copy.get_prediction(ids["prediction_ids"][0]) is None
+        assert copy.load_artifact(ids["scaler_id"]) is not None
+    with pytest.raises(InvalidInputError, match="not empty"):
+        store.backup(target)
+    with pytest.raises(InvalidInputError, match="outside the workspace"):
+        store.backup(store.workspace_path / "inner")
