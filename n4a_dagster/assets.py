@@ -125,7 +125,7 @@ def sweep_run(context: AssetExecutionContext, n4a_store: N4AStoreResource,
     plan = plan_sweep(n4a_sweep)
     register_partitions(context.instance, plan)
     with n4a_store.open_store() as store:
-        run_id = begin_store_run(store, plan, n4a_sweep.name(), context.run_id, context.job_name)
+        run_id = begin_store_run(store, plan, n4a_sweep.name(), context.run.run_id, context.job_name)
         record = store.get_run(run_id)
     assert record is not None
     return record

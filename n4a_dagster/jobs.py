@@ -14,6 +14,7 @@ duration and closes it, and the store's file lock arbitrates between the steps.
 """
 
 
+import json
 import os
 from dataclasses import asdict
 from typing import Any
@@ -106,7 +107,7 @@ def plan_sweep_op(context: OpExecutionContext, n4a_store: N4AStoreResource,
         context.log_event(AssetMaterialization(asset_key=DATASET, partition=ds.name,
                                                metadata=dataset_metadata(ds)))
     with n4a_store.open_store() as store:
-        run_id = begin_store_run(store, plan, n4a_sweep.name(), context.run_id, context.job_name)
+        run_id = begin_store_run(store, plan, n4a_sweep.name(), context.run.run_id, context.job_name)
         meta = run_metadata(store, run_id)
     context.log_event(AssetMaterialization(asset_key=SWEEP_RUN, metadata=meta))
     context.log.info(f"store run {run_id}: {plan.n_partitions} pipeline(s) to train")
@@ -170,25 +171,34 @@ def finish_sweep_op(context: OpExecutionContext, outcomes: list,
     return {"run_id": run_id, **summary}
 
 
+def fail_store_runs_of(store: Any, dagster_run_ids: set[str], error: str) -> list[str]:
+    """Mark failed every running store run recorded as driven by one of ``dagster_run_ids``."""
+    failed = []
+    for row in store.list_runs(status="running", limit=None).iter_rows(named=True):
+        meta = row.get("metadata")
+        if isinstance(meta, str):
+            meta = json.loads(meta or "{}")
+        if (meta or {}).get("dagster_run_id") in dagster_run_ids:
+            store.fail_run(row["run_id"], error)
+            failed.append(row["run_id"])
+    return failed
+
+
 @failure_hook(required_resource_keys={"n4a_store"})
 def fail_store_run_hook(context: HookContext) -> None:
-    """When a sweep step fails outright, mark the store run this Dagster run drives as failed."""
-    store_resource: N4AStoreResource = context.resources.n4a_store
-    dagster_run = context.instance.get_run_by_id(context.run_id)
-    dagster_ids = {context.run_id}
-    if dagster_run is not None:
-        dagster_ids |= {i for i in (dagster_run.parent_run_id, dagster_run.root_run_id) if i}
-    error = f"Dagster step {context.step_key} failed: {context.op_exception!r}"[:2000]
-    with store_resource.open_store() as store:
-        running = store.list_runs(status="running", limit=None)
-        for row in running.iter_rows(named=True):
-            meta = row.get("metadata")
-            if isinstance(meta, str):
-                import json
+    """When a sweep step fails outright, mark the store run this Dagster run drives as failed.
 
-                meta = json.loads(meta or "{}")
-            if (meta or {}).get("dagster_run_id") in dagster_ids:
-                store.fail_run(row["run_id"], error)
+    Pipeline failures never get here (the runner records them and the step succeeds); this
+    covers the step itself breaking, e.g. the workspace lock timing out.
+    """
+    store_resource: N4AStoreResource = context.resources.n4a_store
+    dagster_ids = {context.run_id}
+    dagster_run = context.instance.get_run_by_id(context.run_id)
+    if dagster_run is not None:  # a re-execution drives the store run of its parent
+        dagster_ids |= {i for i in (dagster_run.parent_run_id, dagster_run.root_run_id) if i}
+    error = f"a Dagster step of run {context.run_id} failed: {context.op_exception!r}"[:2000]
+    with store_resource.open_store() as store:
+        fail_store_runs_of(store, dagster_ids, error)
 
 
 def build_sweep_job(max_concurrent: int | None = None) -> JobDefinition:

@@ -1,0 +1,41 @@
+"""Helpers for testing n4a Dagster code: a tiny real sweep config on chemotools data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def tiny_sweep_config(
+    directory: str | Path,
+    *,
+    n_components: tuple[int, ...] = (2, 3),
+    n_splits: int = 2,
+    name: str = "tiny",
+    filename: str = "tiny_sweep.yaml",
+) -> Path:
+    """Write a small regression sweep on chemotools' fermentation spectra; return its path.
+
+    The sweep has (no preprocessing | SNV) x PLS(``n_components``) pipelines with
+    ``n_splits``-fold cross-validation. A component count above the number of training
+    samples per fold (e.g. 40) makes that pipeline fail, which tests failure isolation.
+    """
+    config: dict[str, Any] = {
+        "name": name,
+        "datasets": ["chemotools:fermentation"],
+        "task_type": "regression",
+        "metric": "rmse",
+        "cv": {"n_splits": n_splits, "shuffle": True, "seed": 0},
+        "seed": 0,
+        "pipeline": [
+            {"_or_": [None, {"class": "chemotools.scatter.StandardNormalVariate"}]},
+            {"class": "sklearn.cross_decomposition.PLSRegression",
+             "params": {"n_components": {"_or_": list(n_components)}, "scale": False}},
+        ],
+    }
+    path = Path(directory) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
