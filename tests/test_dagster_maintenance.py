@@ -1,0 +1,215 @@
+"""Maintenance: compaction and gc sensors (cursors, thresholds, skips) and the compact, gc,
+export and replay jobs executed in process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from dagster import RunConfig, RunRequest, SkipReason, build_sensor_context, instance_for_test
+
+from n4a_dagster.jobs import compact_job, export_job, gc_job, replay_job
+from n4a_dagster.keys import EXPORTS, REPLAY_PREDICTIONS
+from n4a_dagster.maintenance import CompactConfig, ExportConfig, ReplayConfig
+from n4a_dagster.resources import N4AStoreResource
+from n4a_dagster.sensors import build_compaction_sensor, build_gc_sensor
+from n4a_dagster.testing import tiny_sweep_config
+from n4a_store import WorkspaceStore, predict
+from n4a_store.sweep import load_dataset, run_sweep
+
+pytestmark = pytest.mark.filterwarnings("ignore:InitResourceContext.dagster_run is deprecated")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A workspace holding one real 4-pipeline sweep (plain runner), copied by each test."""
+    root = tmp_path_factory.mktemp("dagster_maintenance")
+    summary = run_sweep(tiny_sweep_config(root), root / "template")
+    return root / "template", summary
+
+
+@pytest.fixture()
+def workspace(template, tmp_path):
+    path = tmp_path / "ws"
+    shutil.copytree(template[0], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def instance():
+    with instance_for_test() as inst:
+        yield inst
+
+
+def _tick(sensor, instance, resource, cursor=None):
+    context = build_sensor_context(instance=instance, resources={"n4a_store": resource},
+                                   cursor=cursor)
+    return sensor(context), context.cursor
+
+
+def test_compaction_sensor_thresholds_cursor_and_skips(workspace, instance, tmp_path):
+    sensor = build_compaction_sensor(compact_job, tombstone_threshold=3, file_threshold=50)
+    missing = N4AStoreResource(workspace=str(tmp_path / "nowhere"))
+    result, _ = _tick(sensor, instance, missing)
+    assert isinstance(result, SkipReason) and "nowhere" in result.skip_message
+    assert not (tmp_path / "nowhere").exists()  # a sensor never creates a workspace
+
+    resource = N4AStoreResource(workspace=str(workspace))
+    result, cursor = _tick(sensor, instance, resource)
+    assert isinstance(result, SkipReason) and "under thresholds" in result.skip_message
+    assert json.loads(cursor)["requested"] is False
+
+    with WorkspaceStore(workspace) as store:
+        doomed = store.query_predictions(partition="val")["prediction_id"].to_list()[:3]
+        for prediction_id in doomed:
+            assert store.delete_prediction(prediction_id)
+    result, cursor = _tick(sensor, instance, resource, cursor)
+    assert isinstance(result, RunRequest)
+    assert result.run_key.startswith("compact-")
+    assert result.run_config["ops"]["compact_arrays_op"]["config"]["datasets"] == ["fermentation"]
+    again, cursor = _tick(sensor, instance, resource, cursor)
+    assert isinstance(again, SkipReason) and "already requested" in again.skip_message
+
+    run = compact_job.execute_in_process(
+        instance=instance, resources={"n4a_store": resource}, run_config=result.run_config)
+    assert run.success and run.output_for_node("compact_arrays_op") == 3
+    with WorkspaceStore(workspace) as store:
+        assert store.array_store.stats()["fermentation"]["tombstoned"] == 0
+        assert store.array_store.stats()["fermentation"]["files"] == 1
+    after, _ = _tick(sensor, instance, resource, cursor)
+    assert isinstance(after, SkipReason)
+
+
+def test_compaction_sensor_counts_unmerged_files(workspace, instance):
+    resource = N4AStoreResource(workspace=str(workspace))
+    with WorkspaceStore(workspace) as store:
+        files = store.array_store.stats()["fermentation"]["files"]
+    assert files > 1
+    result, _ = _tick(build_compaction_sensor(compact_job, file_threshold=files), instance, resource)
+    assert isinstance(result, RunRequest)
+    result, _ = _tick(build_compaction_sensor(compact_job, file_threshold=files + 1), instance,
+                      resource)
+    assert isinstance(result, SkipReason)
+
+
+def test_gc_sensor_and_gc_job(workspace, instance, template):
+    resource = N4AStoreResource(workspace=str(workspace))
+    sensor = build_gc_sensor(gc_job, unreferenced_threshold=2, bytes_threshold=10**12)
+    result, cursor = _tick(sensor, instance, resource)
+    assert isinstance(result, SkipReason) and "0 unreferenced" in result.skip_message
+    with WorkspaceStore(workspace) as store:
+        store.delete_run(template[1].run_id, delete_artifacts=False)
+        unreferenced = store.artifact_stats()["unreferenced_count"]
+    assert unreferenced >= 2
+    result, cursor = _tick(sensor, instance, resource, cursor)
+    assert isinstance(result, RunRequest) and result.run_key.startswith("gc-")
+    repeat, cursor = _tick(sensor, instance, resource, cursor)
+    assert isinstance(repeat, SkipReason) and "already requested" in repeat.skip_message
+    run = gc_job.execute_in_process(instance=instance, resources={"n4a_store": resource},
+                                    run_config=result.run_config)
+    assert run.success and run.output_for_node("gc_artifacts_op") == unreferenced
+    with WorkspaceStore(workspace) as store:
+        assert store.artifact_stats() == {"count": 0, "bytes": 0, "unreferenced_count": 0,
+                                          "unreferenced_bytes": 0}
+    bytes_sensor = build_gc_sensor(gc_job, unreferenced_threshold=10**6, bytes_threshold=1)
+    result, _ = _tick(bytes_sensor, instance, resource)
+    assert isinstance(result, SkipReason)
+
+
+def _export(instance, resource, config: ExportConfig):
+    return export_job.execute_in_process(instance=instance, resources={"n4a_store": resource},
+                                         run_config=RunConfig(ops={"export_op": config}),
+                                         raise_on_error=False)
+
+
+def test_export_job_formats(workspace, instance, template, tmp_path):
+    resource = N4AStoreResource(workspace=str(workspace))
+    run_id = template[1].run_id
+    best = template[1].leaderboard.row(0, named=True)
+    ds = load_dataset("chemotools:fermentation")
+    with WorkspaceStore(workspace) as store:
+        expected = store.replay_chain(best["chain_id"], ds.X, wavelengths=ds.wavelengths)
+        val_rows = store.query_predictions(partition="val").height
+
+    result = _export(instance, resource, ExportConfig(chain_id=best["chain_id"]))
+    bundle = result.output_for_node("export_op")
+    assert bundle.endswith(".n4a")
+    np.testing.assert_allclose(predict(bundle, ds.X, wavelengths=ds.wavelengths), expected)
+    [mat] = result.asset_materializations_for_node("export_op")
+    assert mat.asset_key == EXPORTS and mat.metadata["n4a/chain_id"].value == best["chain_id"]
+
+    script = _export(instance, resource, ExportConfig(chain_id=best["chain_id"], format="n4a.py"))
+    assert script.output_for_node("export_op").endswith(".n4a.py")
+
+    run_yaml = _export(instance, resource, ExportConfig(run_id=run_id))
+    with open(run_yaml.output_for_node("export_op"), encoding="utf-8") as handle:
+        assert run_id in json.dumps(yaml.safe_load(handle), default=str)
+
+    target = tmp_path / "val.parquet"
+    filtered = _export(instance, resource, ExportConfig(prediction_filter={"partition": "val"},
+                                                        output_path=str(target), with_arrays=True))
+    frame = pl.read_parquet(target)
+    assert frame.height == val_rows and set(frame["partition"]) == {"val"}
+    assert "y_pred" in frame.columns
+    [mat] = filtered.asset_materializations_for_node("export_op")
+    assert mat.metadata["dagster/row_count"].value == val_rows
+
+    bad = _export(instance, resource, ExportConfig(chain_id=best["chain_id"], run_id=run_id))
+    assert not bad.success
+    assert "exactly one of chain_id, run_id" in str(bad.failure_data_for_node("export_op").error)
+    wrong_format = _export(instance, resource, ExportConfig(run_id=run_id, format="n4a"))
+    assert "cannot export a run as 'n4a'" in str(wrong_format.failure_data_for_node("export_op").error)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_replay_job_writes_predictions_file(workspace, instance, template, tmp_path, suffix):
+    resource = N4AStoreResource(workspace=str(workspace))
+    chain_id = template[1].leaderboard.row(0, named=True)["chain_id"]
+    ds = load_dataset("chemotools:fermentation")
+    spectra = pl.DataFrame({f"{w:g}": ds.X[:, i] for i, w in enumerate(ds.wavelengths)})
+    spectra = spectra.with_columns(pl.Series("sample_id", [f"s{i}" for i in range(len(ds.y))]))
+    source = tmp_path / f"new_spectra.{suffix}"
+    spectra.write_csv(source) if suffix == "csv" else spectra.write_parquet(source)
+    output = tmp_path / f"predictions.{suffix}"
+    result = replay_job.execute_in_process(
+        instance=instance, resources={"n4a_store": resource},
+        run_config=RunConfig(ops={"replay_op": ReplayConfig(
+            chain_id=chain_id, input_path=str(source), output_path=str(output))}))
+    assert result.success
+    written = pl.read_csv(output) if suffix == "csv" else pl.read_parquet(output)
+    with WorkspaceStore(workspace) as store:
+        expected = store.replay_chain(chain_id, ds.X, wavelengths=ds.wavelengths)
+    assert written.columns == ["sample_id", "y_pred"]
+    np.testing.assert_allclose(written["y_pred"].to_numpy(), expected)
+    [mat] = result.asset_materializations_for_node("replay_op")
+    assert mat.asset_key == REPLAY_PREDICTIONS
+    assert mat.metadata["n4a/chain_id"].value == chain_id
+    assert mat.metadata["dagster/row_count"].value == len(ds.y)
+
+
+def test_replay_job_rejects_unknown_chain_and_featureless_input(workspace, instance, tmp_path):
+    resource = N4AStoreResource(workspace=str(workspace))
+    source = tmp_path / "ids_only.csv"
+    pl.DataFrame({"sample_id": ["a", "b"]}).write_csv(source)
+    result = replay_job.execute_in_process(
+        instance=instance, resources={"n4a_store": resource}, raise_on_error=False,
+        run_config=RunConfig(ops={"replay_op": ReplayConfig(chain_id="nope", input_path=str(source))}))
+    assert "no spectral columns" in str(result.failure_data_for_node("replay_op").error)
+    spectra = tmp_path / "spectra.csv"
+    pl.DataFrame({"1000": [0.1, 0.2], "1002": [0.3, 0.4]}).write_csv(spectra)
+    result = replay_job.execute_in_process(
+        instance=instance, resources={"n4a_store": resource}, raise_on_error=False,
+        run_config=RunConfig(ops={"replay_op": ReplayConfig(chain_id="nope", input_path=str(spectra))}))
+    assert "chain 'nope' does not exist" in str(result.failure_data_for_node("replay_op").error)
+
+
+def test_compact_job_refuses_unknown_dataset(workspace, instance):
+    resource = N4AStoreResource(workspace=str(workspace))
+    result = compact_job.execute_in_process(
+        instance=instance, resources={"n4a_store": resource}, raise_on_error=False,
+        run_config=RunConfig(ops={"compact_arrays_op": CompactConfig(datasets=["wheat"])}))
+    assert "unknown dataset(s) ['wheat']" in str(result.failure_data_for_node("compact_arrays_op").error)
