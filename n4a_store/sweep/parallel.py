@@ -10,7 +10,10 @@ thread per worker so ``jobs`` processes use ``jobs`` cores.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import sys
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -47,7 +50,8 @@ def run_parallel(
     workers = min(jobs, len(tasks))
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(str(workspace_path), run_id, cfg, specs, datasets)) as pool:
-        pending = {pool.submit(_run_task, i, d): (i, d) for i, d in tasks}
+        with _unreachable_main_hidden():  # workers start on the first submits
+            pending = {pool.submit(_run_task, i, d): (i, d) for i, d in tasks}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -62,6 +66,26 @@ def run_parallel(
                         error=f"{type(exc).__name__}: {exc}", duration_ms=0, n_predictions=0,
                         name=spec.name, key=spec.key, dataset_name=ds.name,
                         preprocessings=spec.preprocessings, model_class=spec.model.class_path)
+
+
+@contextlib.contextmanager
+def _unreachable_main_hidden() -> Iterator[None]:
+    """Hide ``__main__.__file__`` from spawned workers when it is not a real file.
+
+    A script read from stdin or a notebook has a ``__file__`` that spawned children
+    cannot re-run; they would die at start-up and leave the pool waiting. The workers
+    need nothing from ``__main__`` (tasks are n4a functions), so it is safe to hide.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or os.path.isfile(path):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def _init_worker(workspace_path: str, run_id: str, cfg: SweepConfig, specs: list[PipelineSpec],
