@@ -319,7 +319,7 @@ def _features(frame: pl.DataFrame, columns: list[str], path: Path) -> tuple[np.n
         except ValueError:
             raise DatasetError(
                 f"{path}: column {col!r} is not a wavelength (feature columns must be named by "
-                "numbers); list it under drop_columns or use it as the target"
+                "numbers); declare it as the target or a column to drop"
             ) from None
     if not wavelengths:
         raise DatasetError(f"{path}: no spectral columns (columns named by wavelength)")

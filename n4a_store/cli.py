@@ -1,0 +1,656 @@
+"""The ``n4a`` command line: run sweeps, inspect a workspace, export and predict, maintain.
+
+Exit codes: 0 success; 1 an error, or a sweep in which pipelines failed; 2 a usage
+error (bad option, missing argument, invalid sweep config).
+
+Every command takes ``--workspace DIR`` (default: ``$N4A_WORKSPACE``, else ``./workspace``).
+Listings are tables on stdout (``--json`` for machine-readable output); progress bars and
+diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_WORKSPACE = "./workspace"
+BUILTIN_DEMO = "builtin:nirs-regression"
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _console(stderr: bool = False) -> Any:
+    """A rich console on stdout (or stderr); wide when not a terminal so ids are never cut."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(file=stream, width=width, soft_wrap=False, highlight=False)
+
+
+class N4AGroup(click.Group):
+    """Click group turning n4a errors into one-line messages and documented exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from n4a_store.errors import N4AError
+        from n4a_store.sweep.errors import SweepConfigError
+
+        try:
+            return super().invoke(ctx)
+        except SweepConfigError as exc:
+            _error(f"invalid sweep config: {exc}")
+            ctx.exit(EXIT_USAGE)
+        except (N4AError, FileNotFoundError, KeyError, ValueError, OSError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            _error(f"{message}")
+            ctx.exit(EXIT_FAILURE)
+
+
+def _error(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+
+
+def workspace_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--workspace`` option shared by every command."""
+    return click.option(
+        "--workspace", "-w", "workspace",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="N4A_WORKSPACE", default=DEFAULT_WORKSPACE, show_default=True, show_envvar=True,
+        help="Workspace directory.",
+    )(fn)
+
+
+def _open_store(workspace: Path, *, create: bool = False) -> Any:
+    """Open the workspace; refuse (exit 1) when it does not exist unless ``create``."""
+    from n4a_store import WorkspaceStore
+
+    if not create and not (workspace / "store.duckdb").is_file():
+        raise click.ClickException(
+            f"no workspace at {workspace} (no store.duckdb); run `n4a sweep CONFIG "
+            f"--workspace {workspace}` first or pass --workspace / set N4A_WORKSPACE")
+    return WorkspaceStore(workspace)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    """Display a cell: floats rounded, None as '-', datetimes to the second."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def _table(title: str | None, columns: list[str], rows: list[list[Any]], *,
+           no_wrap: tuple[str, ...] = ()) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for col in columns:
+        numeric = col in {"rank", "val", "test", "best_val", "best_test", "pipelines", "completed",
+                          "failed", "ms", "duration_ms", "n_samples", "count", "rows", "files"}
+        table.add_column(col, justify="right" if numeric else "left",
+                         no_wrap=col in no_wrap or col.endswith("_id"), overflow="fold")
+    for row in rows:
+        table.add_row(*[_fmt(v) for v in row])
+    return table
+
+
+def _json_out(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    return str(value)
+
+
+# --------------------------------------------------------------------------- the group
+
+
+@click.group(cls=N4AGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="n4a", prog_name="n4a")
+def main() -> None:
+    """n4a: training sweeps on spectra, stored in a DuckDB + Parquet workspace.
+
+    \b
+    Exit codes: 0 ok; 1 error or failed pipelines; 2 usage error or invalid config.
+    """
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+@main.command()
+@click.argument("config")
+@workspace_option
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes running pipelines in parallel.")
+@click.option("--name", "run_name", default=None, help="Run name (default: the config's name).")
+@click.option("--top", "top_n", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Leaderboard rows to print.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def sweep(config: str, workspace: Path, jobs: int, run_name: str | None, top_n: int,
+          progress: bool | None, as_json: bool) -> None:
+    """Run the sweep CONFIG (a YAML/JSON file, or builtin:<name>) into the workspace.
+
+    \b
+    Builtin configs: builtin:nirs-regression, builtin:nirs-classification.
+    Exits 1 when any pipeline failed (the others are still recorded).
+    """
+    _run_sweep(config, workspace, jobs, run_name, top_n, progress, as_json)
+
+
+@main.command()
+@workspace_option
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes running pipelines in parallel.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
+def demo(workspace: Path, jobs: int, progress: bool | None) -> None:
+    """Run the bundled regression sweep (chemotools fermentation data) and print the leaderboard.
+
+    Same as `n4a sweep builtin:nirs-regression`.
+    """
+    _run_sweep(BUILTIN_DEMO, workspace, jobs, None, 10, progress, False)
+
+
+def _run_sweep(config: str, workspace: Path, jobs: int, run_name: str | None, top_n: int,
+               progress: bool | None, as_json: bool) -> None:
+    from n4a_store.sweep import load_sweep_config, run_sweep
+
+    if not config.startswith("builtin:") and not Path(config).is_file():
+        raise click.BadParameter(f"no such config file: {config}", param_hint="CONFIG")
+    cfg = load_sweep_config(config)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    summary = run_sweep(cfg, workspace, jobs=jobs, progress=progress, run_name=run_name)
+    if as_json:
+        _json_out({
+            "run_id": summary.run_id, "workspace": str(workspace), "n_pipelines": summary.n_pipelines,
+            "n_completed": summary.n_completed, "n_failed": summary.n_failed,
+            "duration_s": round(summary.duration_s, 3),
+            "leaderboard": summary.leaderboard.head(top_n).to_dicts(),
+        })
+    else:
+        _print_leaderboard(summary, top_n)
+    if summary.n_failed:
+        _print_failures(summary)
+        sys.exit(EXIT_FAILURE)
+
+
+def _print_leaderboard(summary: Any, top_n: int) -> None:
+    console = _console()
+    board = summary.leaderboard.filter(summary.leaderboard["status"] == "completed")
+    for dataset in board["dataset_name"].unique(maintain_order=True).to_list():
+        part = board.filter(board["dataset_name"] == dataset).head(top_n)
+        metric = part["metric"][0]
+        rows = [[r["rank"], r["name"], r["best_val"], r["best_test"], r["preprocessings"] or "-",
+                 r["model_class"].rsplit(".", 1)[-1], r["chain_id"]]
+                for r in part.iter_rows(named=True)]
+        direction = "lower is better" if metric in ("rmse", "mae") else "higher is better"
+        console.print(_table(f"Leaderboard {dataset}: {metric} ({direction})",
+                             ["rank", "pipeline", "val", "test", "preprocessing", "model",
+                              "chain_id"], rows))
+    console.print(
+        f"run {summary.run_id}: {summary.n_pipelines} pipelines, {summary.n_completed} completed, "
+        f"{summary.n_failed} failed in {summary.duration_s:.1f} s -> {summary.workspace_path}")
+
+
+def _print_failures(summary: Any) -> None:
+    console = _console(stderr=True)
+    rows = [[r.name, r.dataset_name, (r.error or "").splitlines()[0][:160], r.pipeline_id]
+            for r in summary.failures[:20]]
+    console.print(_table(f"{summary.n_failed} pipeline(s) failed", ["pipeline", "dataset", "error",
+                                                                      "pipeline_id"], rows))
+    if summary.n_failed > 20:
+        console.print(f"... and {summary.n_failed - 20} more (n4a show {summary.run_id})")
+
+
+# --------------------------------------------------------------------------- listings
+
+
+@main.command()
+@workspace_option
+@click.option("--status", type=click.Choice(["running", "completed", "failed"]), default=None,
+              help="Only runs with this status.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def runs(workspace: Path, status: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    with _open_store(workspace) as store:
+        frame = store.list_runs(status=status, limit=limit)
+    records = []
+    for r in frame.iter_rows(named=True):
+        summary = _loads(r.get("summary")) or {}
+        records.append({
+            "run_id": r["run_id"], "name": r["name"], "status": r["status"],
+            "created_at": r["created_at"], "datasets": ", ".join(r.get("dataset_names") or []),
+            "pipelines": summary.get("n_pipelines"), "failed": summary.get("n_failed"),
+            "duration_s": summary.get("duration_s"),
+        })
+    if as_json:
+        _json_out(records)
+        return
+    if not records:
+        click.echo(f"no runs in {workspace}")
+        return
+    columns = ["run_id", "name", "status", "created_at", "datasets", "pipelines", "failed"]
+    _console().print(_table(f"Runs in {workspace}", columns,
+                            [[rec[c] for c in columns] for rec in records]))
+
+
+@main.command()
+@workspace_option
+@click.option("--run", "run_ref", default="latest", show_default=True,
+              help="Run id (or unique prefix), 'latest', or 'all' for every run.")
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Rows per dataset and metric.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def top(workspace: Path, run_ref: str, dataset: str | None, n: int, as_json: bool) -> None:
+    """Best pipelines by cross-validated score (pooled out-of-fold), per dataset and metric."""
+    import polars as pl
+
+    from n4a_store.sweep.scoring import METRICS
+
+    with _open_store(workspace) as store:
+        run_id = None if run_ref == "all" else _resolve_run(store, run_ref)
+        frame = store.list_pipelines(run_id=run_id, dataset_name=dataset)
+        frame = frame.filter((pl.col("status") == "completed") & pl.col("best_val").is_not_null())
+        records: list[dict[str, Any]] = []
+        for (ds_name, metric), group in frame.group_by(["dataset_name", "metric"],
+                                                       maintain_order=True):
+            spec = METRICS.get(metric)
+            descending = bool(spec and spec.higher_is_better)
+            group = group.sort(["best_val", "name"], descending=[descending, False]).head(n)
+            for rank, row in enumerate(group.iter_rows(named=True), start=1):
+                chains = store.get_chains_for_pipeline(row["pipeline_id"])
+                chain = chains.row(0, named=True) if chains.height else {}
+                records.append({
+                    "rank": rank, "dataset": ds_name, "metric": metric, "pipeline": row["name"],
+                    "val": row["best_val"], "test": row["best_test"],
+                    "preprocessing": chain.get("preprocessings") or "-",
+                    "model": (chain.get("model_class") or "-").rsplit(".", 1)[-1],
+                    "pipeline_id": row["pipeline_id"], "chain_id": chain.get("chain_id"),
+                })
+    if as_json:
+        _json_out(records)
+        return
+    if not records:
+        click.echo("no completed pipelines" + (f" in run {run_id}" if run_id else ""))
+        return
+    columns = ["rank", "dataset", "metric", "pipeline", "val", "test", "preprocessing", "model",
+               "chain_id"]
+    title = f"Top pipelines of run {run_id}" if run_id else "Top pipelines (all runs)"
+    _console().print(_table(title, columns, [[rec[c] for c in columns] for rec in records]))
+
+
+# --------------------------------------------------------------------------- show
+
+
+@main.command()
+@click.argument("ident", metavar="ID")
+@workspace_option
+@click.option("--json", "as_json", is_flag=True, help="Print the raw record as JSON.")
+def show(ident: str, workspace: Path, as_json: bool) -> None:
+    """Show a run, pipeline, chain or prediction by id ('latest' = newest run)."""
+    with _open_store(workspace) as store:
+        kind, record = _lookup(store, ident)
+        if kind == "run":
+            pipelines = store.list_pipelines(run_id=record["run_id"])
+            record["pipelines"] = pipelines.select(
+                "pipeline_id", "name", "status", "dataset_name", "metric", "best_val", "best_test",
+            ).to_dicts()
+        elif kind == "pipeline":
+            record["chains"] = store.get_chains_for_pipeline(record["pipeline_id"]).select(
+                "chain_id", "preprocessings", "model_class").to_dicts()
+            record["log"] = store.get_pipeline_log(record["pipeline_id"]).select(
+                "step_idx", "operator_class", "event", "duration_ms", "message").to_dicts()
+        elif kind == "prediction":
+            record = store.get_prediction(record["prediction_id"], load_arrays=True)
+    if as_json:
+        _json_out({"kind": kind, **record})
+        return
+    {"run": _show_run, "pipeline": _show_pipeline, "chain": _show_chain,
+     "prediction": _show_prediction}[kind](record)
+
+
+def _lookup(store: Any, ident: str) -> tuple[str, dict[str, Any]]:
+    if ident == "latest":
+        return "run", store.get_run(_resolve_run(store, "latest"))
+    for kind, getter in (("run", store.get_run), ("pipeline", store.get_pipeline),
+                         ("chain", store.get_chain), ("prediction", store.get_prediction)):
+        record = getter(ident)
+        if record is not None:
+            return kind, record
+    matches = _prefix_matches(store, ident)
+    if len(matches) == 1:
+        kind, full = matches[0]
+        return kind, {"run": store.get_run, "pipeline": store.get_pipeline}[kind](full)
+    if len(matches) > 1:
+        raise click.ClickException(f"id prefix {ident!r} is ambiguous ({len(matches)} matches)")
+    raise click.ClickException(f"no run, pipeline, chain or prediction with id {ident!r} in "
+                               f"{store.workspace_path}")
+
+
+def _prefix_matches(store: Any, prefix: str) -> list[tuple[str, str]]:
+    """Runs and pipelines whose id starts with ``prefix`` (at least 6 characters)."""
+    if len(prefix) < 6:
+        return []
+    out = [("run", r) for r in store.list_runs(limit=None)["run_id"].to_list() if r.startswith(prefix)]
+    out += [("pipeline", p) for p in store.list_pipelines()["pipeline_id"].to_list()
+            if p.startswith(prefix)]
+    return out
+
+
+def _resolve_run(store: Any, ref: str) -> str:
+    if ref == "latest":
+        frame = store.list_runs(limit=1)
+        if frame.height == 0:
+            raise click.ClickException(f"no runs in {store.workspace_path}")
+        return frame["run_id"][0]
+    if store.get_run(ref) is not None:
+        return ref
+    matches = [m for m in _prefix_matches(store, ref) if m[0] == "run"]
+    if len(matches) == 1:
+        return matches[0][1]
+    raise click.ClickException(f"no run with id {ref!r}" + (" (ambiguous prefix)" if matches else ""))
+
+
+def _kv(title: str, pairs: list[tuple[str, Any]]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=False, box=None)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in pairs:
+        table.add_row(key, _fmt(value) if not isinstance(value, dict | list) else
+                      json.dumps(value, default=_json_default))
+    return Group(Text(title, style="bold"), table)
+
+
+def _show_run(run: dict[str, Any]) -> None:
+    console = _console()
+    summary = run.get("summary") or {}
+    console.print(_kv(f"Run {run['run_id']}", [
+        ("name", run["name"]), ("status", run["status"]), ("created_at", run["created_at"]),
+        ("completed_at", run.get("completed_at")),
+        ("datasets", ", ".join(d.get("name", "?") for d in run.get("datasets") or [])),
+        ("pipelines", summary.get("n_pipelines")), ("completed", summary.get("n_completed")),
+        ("failed", summary.get("n_failed")), ("duration_s", summary.get("duration_s")),
+        ("metadata", run.get("metadata") or {}), ("error", run.get("error")),
+    ]))
+    rows = [[p["name"], p["status"], p["dataset_name"], p["metric"], p["best_val"], p["best_test"],
+             p["pipeline_id"]] for p in run.get("pipelines", [])]
+    if rows:
+        console.print(_table("Pipelines", ["pipeline", "status", "dataset", "metric", "best_val",
+                                           "best_test", "pipeline_id"], rows))
+
+
+def _show_pipeline(p: dict[str, Any]) -> None:
+    console = _console()
+    console.print(_kv(f"Pipeline {p['pipeline_id']}", [
+        ("name", p["name"]), ("status", p["status"]), ("run_id", p["run_id"]),
+        ("dataset", p["dataset_name"]), ("dataset_hash", p.get("dataset_hash")),
+        ("metric", p.get("metric")), ("best_val", p.get("best_val")),
+        ("best_test", p.get("best_test")), ("duration_ms", p.get("duration_ms")),
+        ("error", (p.get("error") or "").strip() or None),
+    ]))
+    steps = (p.get("expanded_config") or {}).get("pipeline") or []
+    console.print(_table("Steps", ["step", "class", "params"],
+                         [[i, s.get("class"), json.dumps(s.get("params") or {})]
+                          for i, s in enumerate(steps)]))
+    choices = p.get("generator_choices") or []
+    if choices:
+        console.print(_table("Generator choices", ["path", "generator", "index", "value"],
+                             [[c.get("path"), c.get("generator"), c.get("index"),
+                               json.dumps(c.get("value"), default=str)] for c in choices]))
+    if p.get("chains"):
+        console.print(_table("Chains", ["chain_id", "preprocessings", "model_class"],
+                             [[c["chain_id"], c["preprocessings"], c["model_class"]]
+                              for c in p["chains"]]))
+    if p.get("log"):
+        console.print(_table("Log", ["step_idx", "operator_class", "event", "duration_ms"],
+                             [[r["step_idx"], r["operator_class"], r["event"], r["duration_ms"]]
+                              for r in p["log"]]))
+
+
+def _show_chain(c: dict[str, Any]) -> None:
+    console = _console()
+    console.print(_kv(f"Chain {c['chain_id']}", [
+        ("pipeline_id", c["pipeline_id"]), ("model_class", c["model_class"]),
+        ("preprocessings", c.get("preprocessings")), ("fold_strategy", c["fold_strategy"]),
+        ("folds", len(c.get("fold_artifacts") or {})), ("created_at", c.get("created_at")),
+    ]))
+    rows = []
+    for s in c.get("steps") or []:
+        folds = s.get("fold_artifacts") or s.get("fold_artifact_ids") or {}
+        artifacts = s.get("artifact_id") or f"{len(folds)} per-fold"
+        rows.append([s.get("step_idx"), s.get("operator_class"), json.dumps(s.get("params") or {}),
+                     "yes" if s.get("stateless") else "no", artifacts])
+    console.print(_table("Steps", ["step", "class", "params", "stateless", "artifacts"], rows))
+
+
+def _show_prediction(r: dict[str, Any]) -> None:
+    console = _console()
+    pairs = [(k, r.get(k)) for k in (
+        "prediction_id", "pipeline_id", "chain_id", "run_id", "dataset_name", "model_class",
+        "fold_id", "partition", "metric", "val_score", "test_score", "train_score", "n_samples",
+        "n_features", "preprocessings", "scores")]
+    console.print(_kv(f"Prediction {r['prediction_id']}", pairs))
+    if r.get("y_true") is not None:
+        n = len(r["y_true"])
+        rows = [[i, r["sample_indices"][i] if r.get("sample_indices") is not None else "-",
+                 float(r["y_true"][i]), float(r["y_pred"][i])] for i in range(min(n, 10))]
+        console.print(_table(f"Arrays ({n} samples, first {min(n, 10)})",
+                             ["row", "sample", "y_true", "y_pred"], rows))
+
+
+# --------------------------------------------------------------------------- export / predict
+
+
+@main.command()
+@click.argument("ident", metavar="ID", required=False)
+@workspace_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output file (default: <workspace>/exports/<name>.<ext>).")
+@click.option("--format", "fmt", type=click.Choice(["n4a", "n4a.py", "json", "yaml"]), default=None,
+              help="chain/pipeline: n4a (default) or n4a.py; pipeline: json = its config; "
+                   "run: yaml (default), or n4a / n4a.py = its best chain.")
+@click.option("--predictions", "predictions", is_flag=True,
+              help="Export prediction records to Parquet instead (filters below).")
+@click.option("--run", "run_ref", default=None, help="--predictions: run id or 'latest'.")
+@click.option("--dataset", default=None, help="--predictions: dataset name.")
+@click.option("--partition", type=click.Choice(["train", "val", "test"]), default=None,
+              help="--predictions: partition.")
+@click.option("--with-arrays", is_flag=True, help="--predictions: include y_true/y_pred arrays.")
+def export(ident: str | None, workspace: Path, output: Path | None, fmt: str | None,
+           predictions: bool, run_ref: str | None, dataset: str | None, partition: str | None,
+           with_arrays: bool) -> None:
+    """Export a chain (.n4a bundle or .n4a.py script), a pipeline, a run, or predictions.
+
+    \b
+    n4a export CHAIN_ID -o model.n4a
+    n4a export PIPELINE_ID --format json -o config.json
+    n4a export latest --format n4a -o best.n4a       # best chain of the newest run
+    n4a export --predictions --run latest -o preds.parquet
+    """
+    with _open_store(workspace) as store:
+        exports_dir = store.workspace_path / "exports"
+        if predictions:
+            if ident is not None:
+                raise click.UsageError("--predictions takes no ID; use --run/--dataset/--partition")
+            filters: dict[str, Any] = {"dataset_name": dataset, "partition": partition}
+            if run_ref is not None:
+                filters["run_id"] = _resolve_run(store, run_ref)
+            path = output or exports_dir / "predictions.parquet"
+            store.export_predictions_parquet(path, with_arrays=with_arrays,
+                                             **{k: v for k, v in filters.items() if v is not None})
+            click.echo(str(path))
+            return
+        if ident is None:
+            raise click.UsageError("give an ID (run, pipeline or chain) or --predictions")
+        kind, record = _lookup(store, ident)
+        if kind == "prediction":
+            kind, record = "chain", store.get_chain(record["chain_id"])
+        if kind == "run":
+            if fmt in (None, "yaml"):
+                path = output or exports_dir / f"run_{record['run_id'][:8]}.yaml"
+                click.echo(str(store.export_run(record["run_id"], path)))
+                return
+            if fmt == "json":
+                raise click.UsageError("a run exports as yaml, n4a or n4a.py")
+            best = (record.get("summary") or {}).get("best") or {}
+            chain_ids = [b["chain_id"] for b in best.values() if b.get("chain_id")]
+            if not chain_ids:
+                raise click.ClickException(f"run {record['run_id']} has no completed pipeline")
+            kind, record = "chain", store.get_chain(chain_ids[0])
+        if kind == "pipeline":
+            if fmt == "json":
+                path = output or exports_dir / f"{record['name']}.json"
+                click.echo(str(store.export_pipeline_config(record["pipeline_id"], path)))
+                return
+            if fmt == "yaml":
+                raise click.UsageError("a pipeline exports as json, n4a or n4a.py")
+            chains = store.get_chains_for_pipeline(record["pipeline_id"])
+            if chains.height == 0:
+                raise click.ClickException(
+                    f"pipeline {record['pipeline_id']} has no chain (status {record['status']})")
+            kind, record = "chain", store.get_chain(chains["chain_id"][0])
+        if fmt in ("json", "yaml"):
+            raise click.UsageError("a chain exports as n4a or n4a.py")
+        fmt = fmt or "n4a"
+        path = output or exports_dir / f"chain_{record['chain_id'][:8]}.{fmt}"
+        click.echo(str(store.export_chain(record["chain_id"], path, format=fmt)))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write predictions to this .csv or .parquet file (default: CSV on stdout).")
+@click.option("--target", default=None, help="Column of DATA to ignore (e.g. the reference values).")
+@click.option("--drop", "drop", multiple=True, help="Other non-spectral columns of DATA to ignore.")
+@click.option("--proba", is_flag=True, help="Classification: print class probabilities too.")
+def predict(bundle: Path, data: Path, output: Path | None, target: str | None,
+            drop: tuple[str, ...], proba: bool) -> None:
+    """Predict with a .n4a BUNDLE on the spectra in DATA (.csv or .parquet).
+
+    DATA's columns are named by wavelength; --target/--drop name columns to skip.
+    """
+    import polars as pl
+
+    from n4a_store.bundles.predict import load_bundle
+    from n4a_store.bundles.predict import predict as bundle_predict
+    from n4a_store.sweep.datasets import read_spectra_table
+
+    X, wavelengths = read_spectra_table(data, tuple(drop), target)
+    y = bundle_predict(bundle, X, wavelengths=wavelengths)
+    columns: dict[str, Any] = {"row": list(range(len(y))), "prediction": y.tolist()}
+    if proba:
+        plan = load_bundle(bundle)
+        if plan.classes is None:
+            raise click.UsageError("--proba is only for classification bundles")
+        probabilities = bundle_predict(bundle, X, wavelengths=wavelengths, proba=True)
+        for j, label in enumerate(plan.classes.tolist()):
+            columns[f"proba_{label}"] = probabilities[:, j].tolist()
+    frame = pl.DataFrame(columns)
+    if output is None:
+        click.echo(frame.write_csv(), nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix.lower() in (".parquet", ".pq"):
+        frame.write_parquet(output)
+    else:
+        frame.write_csv(output)
+    click.echo(f"{len(y)} predictions -> {output}", err=True)
+
+
+# --------------------------------------------------------------------------- maintenance
+
+
+@main.command()
+@workspace_option
+def gc(workspace: Path) -> None:
+    """Delete artifact files no chain references any more."""
+    with _open_store(workspace) as store:
+        before = store.artifact_stats()
+        removed = store.gc_artifacts()
+        after = store.artifact_stats()
+    freed = before["bytes"] - after["bytes"]
+    click.echo(f"removed {removed} unreferenced artifact(s), freed {_bytes(freed)}; "
+               f"{after['count']} artifact(s) remain ({_bytes(after['bytes'])})")
+
+
+@main.command()
+@workspace_option
+@click.option("--dataset", default=None, help="Only this dataset's array files.")
+def compact(workspace: Path, dataset: str | None) -> None:
+    """Merge prediction-array files and drop deleted rows (one file per dataset)."""
+    with _open_store(workspace) as store:
+        before = store.array_store.stats()
+        removed = store.compact_arrays(dataset)
+        after = store.array_store.stats()
+    files_before = sum(v["files"] for v in before.values())
+    files_after = sum(v["files"] for v in after.values())
+    click.echo(f"compacted arrays: removed {removed} deleted row(s); files {files_before} -> "
+               f"{files_after}")
+
+
+@main.command()
+@workspace_option
+def vacuum(workspace: Path) -> None:
+    """Reclaim unused space in the DuckDB catalog file."""
+    db = workspace / "store.duckdb"
+    with _open_store(workspace) as store:
+        before = _db_size(db)
+        store.vacuum()
+    click.echo(f"vacuumed {db}: {_bytes(before)} -> {_bytes(_db_size(db))}")
+
+
+def _db_size(db: Path) -> int:
+    wal = db.with_name(db.name + ".wal")
+    return (db.stat().st_size if db.exists() else 0) + (wal.stat().st_size if wal.exists() else 0)
+
+
+def _bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(value) < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _loads(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]) or "n4a")
