@@ -17,6 +17,7 @@ Concurrency model (see docs/architecture.md):
 from __future__ import annotations
 
 import atexit
+import warnings
 import threading
 import uuid
 import weakref
@@ -191,19 +192,27 @@ class WorkspaceStore:
             self._check_open()
             self._commit()
 
-    def _commit(self, extra: Any = None) -> Any:
-        """Commit buffered rows plus an optional ``extra(con)`` in one transaction."""
+    def _commit(self, extra: Any = None, after: Any = None) -> Any:
+        """Commit buffered rows plus an optional ``extra(con)`` in one transaction.
+
+        ``after(result)`` runs once the transaction committed, still under the
+        exclusive lock. If anything fails, the buffer is kept for a retry and
+        the files written for this attempt are removed.
+        """
         pending = self._pending
         if pending.is_empty() and extra is None:
             return None
         self._pending = PendingWrites()
         written: list[Path] = []
-        missing: MissingParentError | None = None
+        created: list[tuple[str, str]] = []
+        box: dict[str, Any] = {}
+        on_commit = (lambda: after(box.get("result"))) if after is not None else None
         try:
-            with self._catalog.writing() as con:
-                missing = self._drop_orphans(con, pending)
+            with self._catalog.writing(after_commit=on_commit) as con:
+                self._drop_orphans(con, pending)
                 for artifact_id, item in pending.artifacts.items():
-                    self._artifact_files.write(artifact_id, item.row["format"], item.data)
+                    if self._artifact_files.write(artifact_id, item.row["format"], item.data):
+                        created.append((artifact_id, item.row["format"]))
                 if pending.arrays:
                     written = self.array_store.write_batch(pending.arrays)
                 for name in ("pipelines", "chains", "predictions", "logs"):
@@ -225,13 +234,14 @@ class WorkspaceStore:
                         conflict="ON CONFLICT (artifact_id) DO UPDATE SET "
                         "ref_count = artifacts.ref_count + excluded.ref_count",
                     )
-                result = extra(con) if extra is not None else None
+                box["result"] = extra(con) if extra is not None else None
         except BaseException:
             self.array_store.discard_files(written)
+            for artifact_id, fmt in created:
+                self._artifact_files.remove(artifact_id, fmt)
+            self._pending = pending  # nothing was committed: keep it all for a retry
             raise
-        if missing is not None:
-            raise missing
-        return result
+        return box["result"]
 
     @staticmethod
     def _insert(con: "duckdb.DuckDBPyConnection", name: str, table: Any, conflict: str = "") -> None:
@@ -242,13 +252,18 @@ class WorkspaceStore:
         finally:
             con.unregister(view)
 
-    def _drop_orphans(self, con: "duckdb.DuckDBPyConnection", pending: PendingWrites) -> MissingParentError | None:
-        """Drop buffered rows whose pipeline or chain was deleted meanwhile by another process."""
+    def _drop_orphans(self, con: "duckdb.DuckDBPyConnection", pending: PendingWrites) -> None:
+        """Drop buffered rows whose pipeline or chain another process deleted meanwhile.
+
+        They can never be committed. Their artifact claims are withdrawn, and a
+        warning names what was dropped (the call that triggered the commit may be
+        about something else).
+        """
         pipeline_ids = {r["pipeline_id"] for r in pending.chains + pending.predictions + pending.logs}
         pipeline_ids |= set(pending.completions)
         pipeline_ids -= set(pending.pipelines)
         if not pipeline_ids:
-            return None
+            return
         found = {
             row[0]
             for row in con.execute(
@@ -257,16 +272,8 @@ class WorkspaceStore:
             ).fetchall()
         }
         lost = pipeline_ids - found
-        error: MissingParentError | None = None
-        if lost:
-            pending.drop_pipelines(lost)
-            pending.logs = [r for r in pending.logs if r["pipeline_id"] not in lost]
-            for pid in lost:
-                pending.completions.pop(pid, None)
-            for pid in lost:
-                self._pipelines.pop(pid, None)
-            error = MissingParentError("pipeline", sorted(lost)[0])
         chain_ids = {r["chain_id"] for r in pending.predictions if r["chain_id"]} - pending.chain_ids()
+        gone: set[str] = set()
         if chain_ids:
             present = {
                 row[0]
@@ -275,12 +282,25 @@ class WorkspaceStore:
                 ).fetchall()
             }
             gone = chain_ids - present
-            if gone:
-                drop = {r["pipeline_id"] for r in pending.predictions if r["chain_id"] in gone}
-                pending.drop_pipelines(drop)
-                self._chains -= gone
-                error = error or MissingParentError("chain", sorted(gone)[0])
-        return error
+            lost |= {r["pipeline_id"] for r in pending.predictions if r["chain_id"] in gone}
+        if not lost:
+            return
+        dropped = pending.drop_pipelines(lost)
+        pending.logs = [r for r in pending.logs if r["pipeline_id"] not in lost]
+        for pid in lost:
+            pending.completions.pop(pid, None)
+            self._pipelines.pop(pid, None)
+        self._chains -= gone | dropped.chain_ids()
+        for chain in dropped.chains:
+            for ref in chain_artifact_refs(self._chain_dict(chain)):
+                item = pending.artifacts.get(ref)
+                if item is not None:
+                    item.claims -= 1
+        warnings.warn(
+            f"dropped buffered rows of pipeline(s) {', '.join(sorted(lost))}: deleted by another "
+            f"process before they could be committed",
+            RuntimeWarning, stacklevel=4,
+        )
 
     def _read(self) -> Any:
         """Flush buffered writes, then return a read context for the catalog."""
@@ -457,6 +477,10 @@ class WorkspaceStore:
                 return
 
             def update(con: "duckdb.DuckDBPyConnection") -> None:
+                if first_row(con.execute(
+                        "SELECT 1 FROM pipelines WHERE pipeline_id = ?", [pipeline_id])) is None:
+                    self._pipelines.pop(pipeline_id, None)
+                    raise MissingParentError("pipeline", pipeline_id)
                 con.execute(
                     "UPDATE pipelines SET status = 'completed', best_val = ?, best_test = ?, "
                     "metric = ?, duration_ms = ?, error = NULL, completed_at = ? WHERE pipeline_id = ?",
@@ -502,10 +526,9 @@ class WorkspaceStore:
                 dead = self._collect_dead_artifacts(con) if delete_artifacts else []
                 return count + len(dead), ids, dead
 
-            count, ids, dead = self._commit(delete)
+            count, ids, _ = self._commit(delete, after=lambda r: self._remove_artifact_files(r[2]))
             self._pipelines.pop(pipeline_id, None)
             self.array_store.delete(ids)
-            self._remove_artifact_files(dead)
             return count
 
     def _chain_dict(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -1046,9 +1069,8 @@ class WorkspaceStore:
                     self._pipelines.pop(pid, None)
                 return count + len(dead), ids, dead
 
-            count, ids, dead = self._commit(delete)
+            count, ids, _ = self._commit(delete, after=lambda r: self._remove_artifact_files(r[2]))
         self.array_store.delete(ids)
-        self._remove_artifact_files(dead)
         return count
 
     def delete_prediction(self, prediction_id: str) -> bool:
@@ -1067,8 +1089,7 @@ class WorkspaceStore:
         with self._lock:
             self._check_open()
             self._commit()
-            dead = self._commit(self._collect_dead_artifacts)
-            self._remove_artifact_files(dead)
+            dead = self._commit(self._collect_dead_artifacts, after=self._remove_artifact_files)
         return len(dead)
 
     def artifact_stats(self) -> dict[str, int]:

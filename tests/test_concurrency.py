@@ -165,3 +165,72 @@ def test_lease_is_released_when_idle(workspace):
     con.close()
     assert store.list_runs().height == 1
     store.close()
+
+
+def test_failed_commit_keeps_the_buffer_for_a_retry(workspace):
+    import fcntl
+    import os
+
+    store = WorkspaceStore(workspace, lock_timeout=0.3)
+    run_id = store.begin_run("r", {}, [])
+    pid = store.begin_pipeline(run_id, "p", {}, [], "d", "h")
+    for i in range(3):
+        store.save_prediction(pid, None, "d", "m", "M", str(i), "val", 0.1, 0.2, 0.3, "rmse",
+                              "regression", 10, 5, {}, {}, None, None, 0, 0.0,
+                              y_true=[1.0, 2.0], y_pred=[1.0, 2.0])
+    store._catalog.release()
+    fd = os.open(workspace / ".locks" / "catalog.lock", os.O_RDWR)  # another holder
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(WorkspaceLockTimeout):
+            store.complete_pipeline(pid, 0.1, 0.2, "rmse", 5)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    store.complete_pipeline(pid, 0.1, 0.2, "rmse", 5)
+    assert store.query_predictions(pipeline_id=pid).height == 3
+    assert len(store.array_store.load_batch(store.query_predictions()["prediction_id"].to_list(), "d")) == 3
+    store.close()
+
+
+def test_forked_child_survives_and_uses_its_own_connection(workspace):
+    import os
+
+    store = WorkspaceStore(workspace, idle_release=30)
+    store.begin_run("parent", {}, [])
+    assert store._catalog.holding == "w"
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            code = 0 if store._catalog.holding is None else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert store.list_runs().height == 1
+    store.close()
+
+
+def _busy_reader(workspace: str, seconds: float) -> None:
+    store = WorkspaceStore(workspace)
+    end = time.time() + seconds
+    while time.time() < end:
+        store.list_runs(limit=1)
+    store.close()
+
+
+def test_writers_are_not_starved_by_alternating_readers(workspace):
+    WorkspaceStore(workspace).close()
+    ctx = mp.get_context("spawn")
+    readers = [ctx.Process(target=_busy_reader, args=(str(workspace), 8.0)) for _ in range(2)]
+    for p in readers:
+        p.start()
+    time.sleep(3.0)
+    with WorkspaceStore(workspace, lock_timeout=4.0) as writer:
+        started = time.monotonic()
+        writer.begin_run("writer", {}, [])
+        assert time.monotonic() - started < 4.0
+    for p in readers:
+        p.join(timeout=30)
+        assert p.exitcode == 0

@@ -217,3 +217,20 @@ def test_batch_groups_commits(store, fitted, regression_data):
     assert store._pending.is_empty()
     assert store.get_pipeline(first["pipeline_id"])["status"] == "completed"
     assert store.query_predictions(pipeline_id=second["pipeline_id"]).height == 9
+
+
+def test_pipeline_deleted_elsewhere_drops_buffer_and_claims(workspace, fitted, regression_data):
+    writer = WorkspaceStore(workspace)
+    other = WorkspaceStore(workspace)
+    run_id = writer.begin_run("exp", {}, [])
+    ids = write_pipeline(writer, run_id, fitted, regression_data, complete=False)
+    other.delete_pipeline(ids["pipeline_id"])
+    with pytest.warns(RuntimeWarning, match=ids["pipeline_id"]):
+        writer.flush()
+    with pytest.raises(KeyError):
+        writer.complete_pipeline(ids["pipeline_id"], 0.1, 0.1, "rmse", 1)
+    assert writer.query_predictions().height == 0
+    assert writer.artifact_stats()["unreferenced_count"] == writer.artifact_stats()["count"]
+    assert writer.gc_artifacts() == 4
+    writer.close()
+    other.close()

@@ -73,17 +73,23 @@ class ArtifactFiles:
         """Absolute path of an artifact file."""
         return self.root.parent / self.relative_path(artifact_id, format)
 
-    def write(self, artifact_id: str, format: str, data: bytes) -> Path:
-        """Write the file unless an intact copy is already there; return its path."""
+    def write(self, artifact_id: str, format: str, data: bytes) -> bool:
+        """Write the file unless an intact copy is already there; True if it was written.
+
+        An existing file is re-hashed, so a damaged copy is replaced.
+        """
         target = self.path(artifact_id, format)
-        if target.exists() and target.stat().st_size == len(data):
-            return target
+        try:
+            if content_hash(target.read_bytes()) == artifact_id:
+                return False
+        except FileNotFoundError:
+            pass
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         with open(tmp, "wb") as handle:
             handle.write(data)
         os.replace(tmp, target)
-        return target
+        return True
 
     def read_verified(self, artifact_id: str, format: str) -> bytes:
         """Read an artifact's bytes and check they hash to its id."""

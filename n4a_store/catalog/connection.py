@@ -20,7 +20,7 @@ import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 
@@ -28,6 +28,9 @@ from ..errors import WorkspaceLockTimeout
 from .lock import WorkspaceLock
 
 _LIVE: "weakref.WeakSet[Catalog]" = weakref.WeakSet()
+# Connections inherited by a forked child: kept referenced forever, because
+# destroying a DuckDB connection that belongs to the parent crashes the child.
+_INHERITED: list[object] = []
 
 
 def _reset_after_fork() -> None:
@@ -76,8 +79,14 @@ class Catalog:
                 self._after_use()
 
     @contextmanager
-    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Yield a read-write connection inside one transaction (commit on success)."""
+    def writing(
+        self, after_commit: Callable[[], None] | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Yield a read-write connection inside one transaction (commit on success).
+
+        ``after_commit`` runs after COMMIT while the exclusive lock is still held
+        (used to remove files whose catalog rows the transaction deleted).
+        """
         with self._mutex:
             con = self._ensure("w")
             self._depth += 1
@@ -89,6 +98,8 @@ class Catalog:
                     con.execute("ROLLBACK")
                     raise
                 con.execute("COMMIT")
+                if after_commit is not None:
+                    after_commit()
             finally:
                 self._depth -= 1
                 self._after_use()
@@ -184,6 +195,8 @@ class Catalog:
     def _forget_after_fork(self) -> None:
         # The child shares the parent's lock description and DuckDB handle: drop both
         # without closing or unlocking them, which would break the parent.
+        if self._con is not None:
+            _INHERITED.append(self._con)
         self._con = None
         self._mode = None
         self._depth = 0

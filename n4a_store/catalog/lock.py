@@ -50,14 +50,18 @@ class WorkspaceLock:
         sleep = 0.001
         try:
             while True:
-                try:
-                    fcntl.flock(fd, flag | fcntl.LOCK_NB)
-                    self.mode = "exclusive" if exclusive else "shared"
-                    return
-                except BlockingIOError:
-                    pass
+                # Writers have priority: a reader does not join while a writer waits,
+                # otherwise two alternating readers could keep a writer out forever.
+                if exclusive or not self._writer_waiting():
+                    try:
+                        fcntl.flock(fd, flag | fcntl.LOCK_NB)
+                        self.mode = "exclusive" if exclusive else "shared"
+                        return
+                    except BlockingIOError:
+                        pass
                 if marker is None:
-                    marker = self._waiters / f"{os.getpid()}-{time.monotonic_ns()}"
+                    kind = "x" if exclusive else "s"
+                    marker = self._waiters / f"{self._token()}-{time.monotonic_ns()}-{kind}"
                     marker.touch()
                 if time.monotonic() >= deadline:
                     raise WorkspaceLockTimeout(
@@ -79,7 +83,17 @@ class WorkspaceLock:
 
     def others_waiting(self) -> bool:
         """True when another live process is waiting for the lock."""
-        me = os.getpid()
+        return self._waiting(writers_only=False)
+
+    def _writer_waiting(self) -> bool:
+        return self._waiting(writers_only=True)
+
+    def _token(self) -> str:
+        # pid plus this object's identity: two stores of one process also hand over
+        return f"{os.getpid()}-{id(self):x}"
+
+    def _waiting(self, writers_only: bool) -> bool:
+        mine = self._token() + "-"
         try:
             entries = os.listdir(self._waiters)
         except FileNotFoundError:
@@ -89,7 +103,7 @@ class WorkspaceLock:
                 pid = int(name.split("-", 1)[0])
             except ValueError:
                 continue
-            if pid == me:
+            if name.startswith(mine) or (writers_only and not name.endswith("-x")):
                 continue
             if _alive(pid):
                 return True
