@@ -15,6 +15,7 @@ process or in worker processes (``jobs > 1``), and closes the run with a summary
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -327,7 +328,8 @@ def _trace(outcome: TrainingOutcome, task_type: str) -> ExecutionTrace:
 def _log_steps(store: Any, pipeline_id: str, outcome: TrainingOutcome) -> None:
     for rec in outcome.steps:
         details = {"folds": len(rec.fit_ms), "fit_ms": [round(v, 3) for v in rec.fit_ms],
-                   "stateless": rec.stateless, "uses_wavelengths": rec.uses_wavelengths}
+                   "stateless": rec.stateless, "uses_wavelengths": rec.uses_wavelengths,
+                   "process": os.getpid()}
         if rec.is_model:
             details["predict_ms"] = [round(v, 3) for v in rec.predict_ms]
             total = sum(rec.fit_ms) + sum(rec.predict_ms)
