@@ -61,6 +61,8 @@ _JSON_COLUMNS = {
     "predictions": ("scores", "best_params"),
     "logs": ("details",),
 }
+# array_file / array_row are internal location hints, not part of query results
+_PREDICTION_SELECT = "* EXCLUDE (array_file, array_row)"
 _ARRAY_KEYS = ("y_true", "y_pred", "y_proba", "sample_indices", "weights")
 _AUTO_FLUSH_ROWS = 20_000
 _OPEN_STORES: "weakref.WeakSet[WorkspaceStore]" = weakref.WeakSet()
@@ -215,6 +217,10 @@ class WorkspaceStore:
                         created.append((artifact_id, item.row["format"]))
                 if pending.arrays:
                     written = self.array_store.write_batch(pending.arrays)
+                    located = {a["prediction_id"]: a.pop("_location") for a in pending.arrays}
+                    for row in pending.predictions:
+                        if row["prediction_id"] in located:
+                            row["array_file"], row["array_row"] = located[row["prediction_id"]]
                 for name in ("pipelines", "chains", "predictions", "logs"):
                     if getattr(pending, name):
                         self._insert(con, name, pending.table(name))
@@ -874,13 +880,16 @@ class WorkspaceStore:
         """Retrieve a prediction (optionally with its y_true/y_pred/... arrays), or None."""
         with self._lock, self._read() as con:
             rows = con.execute(
-                "SELECT * FROM predictions WHERE prediction_id = ?", [prediction_id]).fetchall()
+                f"SELECT {_PREDICTION_SELECT}, array_file, array_row FROM predictions "
+                "WHERE prediction_id = ?", [prediction_id]).fetchall()
             columns = [d[0] for d in con.description]
         if not rows:
             return None
         record = self._decode("predictions", dict(zip(columns, rows[0])))
+        file_name, row = record.pop("array_file"), record.pop("array_row")
         if load_arrays:
-            arrays = self.array_store.load(prediction_id, record["dataset_name"]) if record["has_arrays"] else None
+            arrays = (self.array_store.load_at(prediction_id, record["dataset_name"], file_name, row)
+                      if record["has_arrays"] else None)
             for key in _ARRAY_KEYS:
                 record[key] = None if arrays is None else arrays[key]
         return record
@@ -915,7 +924,7 @@ class WorkspaceStore:
         )
         all_filters.update(filters)
         where, params = self._prediction_where(all_filters)
-        sql = f"SELECT * FROM predictions {where} ORDER BY created_at, prediction_id"
+        sql = f"SELECT {_PREDICTION_SELECT} FROM predictions {where} ORDER BY created_at, prediction_id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -946,14 +955,14 @@ class WorkspaceStore:
             # best score per group by hash aggregation, then one row per winning group
             sql = (f"WITH best AS (SELECT {group} AS g, {best}({column}) AS m FROM predictions "
                    f"{where} GROUP BY {group} ORDER BY m {direction} NULLS LAST, g LIMIT ?) "
-                   f"SELECT p.* FROM predictions p JOIN best b ON p.{group} IS NOT DISTINCT FROM b.g "
+                   f"SELECT p.* EXCLUDE (array_file, array_row) FROM predictions p JOIN best b ON p.{group} IS NOT DISTINCT FROM b.g "
                    f"AND p.{column} IS NOT DISTINCT FROM b.m {where.replace('WHERE', 'AND', 1)} "
                    f"QUALIFY row_number() OVER (PARTITION BY p.{group} ORDER BY p.prediction_id) = 1 "
                    f"ORDER BY p.{order}")
             params = [*params, int(n), *params]
             with self._lock, self._read() as con:
                 return _frame(con, sql, params)
-        sql = f"SELECT * FROM predictions {where} ORDER BY {order} LIMIT ?"
+        sql = f"SELECT {_PREDICTION_SELECT} FROM predictions {where} ORDER BY {order} LIMIT ?"
         with self._lock, self._read() as con:
             return _frame(con, sql, [*params, int(n)])
 

@@ -187,3 +187,26 @@ def test_group_by_matches_a_reference_computation(store, ascending):
             assert mine.len() == 0
         else:
             assert row["val_score"] == (mine.min() if ascending else mine.max())
+
+
+def test_point_read_uses_location_hint_then_survives_compaction(workspace, fitted, regression_data, monkeypatch):
+    from n4a_store import WorkspaceStore
+    from n4a_store.arrays.index import DatasetIndex
+
+    with WorkspaceStore(workspace) as store:
+        run_id = store.begin_run("exp", {}, [])
+        ids = [write_pipeline(store, run_id, fitted, regression_data, name=f"p{i}")["prediction_ids"]
+               for i in range(4)]
+    refreshes = []
+    original = DatasetIndex.refresh
+    monkeypatch.setattr(DatasetIndex, "refresh", lambda self: (refreshes.append(1), original(self)))
+    with WorkspaceStore(workspace) as fresh:  # a new process: no index built yet
+        record = fresh.get_prediction(ids[2][4], load_arrays=True)
+        np.testing.assert_array_equal(record["y_true"], regression_data[1])
+        assert refreshes == []  # read straight from the hinted file and row
+        assert "array_file" not in record and "array_file" not in fresh.query_predictions().columns
+        fresh.compact_arrays()
+        again = fresh.get_prediction(ids[2][4], load_arrays=True)  # hint is stale now
+        np.testing.assert_array_equal(again["y_pred"], record["y_pred"])
+        fresh.delete_prediction(ids[1][0])
+        assert fresh.array_store.load_at(ids[1][0], "wheat", "gone.parquet", 0) is None

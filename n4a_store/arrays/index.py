@@ -44,38 +44,51 @@ class DatasetIndex:
     def refresh(self) -> None:
         """Bring the index in line with the files on disk."""
         on_disk = self.current_files()
-        known = set(self._slot)
-        disk = set(on_disk)
-        gone = known - disk
+        gone = set(self._slot) - set(on_disk)
         if gone:
             self._drop(gone)
+        batch: list[tuple[str, list[str]]] = []
         for name in on_disk:
             if name not in self._slot:
                 try:
                     ids = pq.read_table(self.directory / name, columns=["prediction_id"]).column(0)
                 except FileNotFoundError:
                     continue
-                self.add_file(name, ids.to_pylist())
+                batch.append((name, ids.to_pylist()))
+        if batch:
+            self.add_files(batch)
 
     def add_file(self, name: str, ids: list[str]) -> None:
         """Register a file whose ``prediction_id`` column is ``ids`` (in row order)."""
-        if name in self._slot:
+        self.add_files([(name, ids)])
+
+    def add_files(self, files: list[tuple[str, list[str]]]) -> None:
+        """Register several files at once: one sort and one merge for all of them."""
+        files = [(name, ids) for name, ids in files if name not in self._slot]
+        if not files:
             return
-        slot = len(self.files)
-        self.files.append(name)
-        self._slot[name] = slot
-        if not ids:
+        id_parts, slot_parts, row_parts = [], [], []
+        for name, ids in files:
+            slot = len(self.files)
+            self.files.append(name)
+            self._slot[name] = slot
+            if ids:
+                id_parts.append(np.array([i.encode("utf-8") for i in ids]))
+                slot_parts.append(np.full(len(ids), slot, dtype=np.int32))
+                row_parts.append(np.arange(len(ids), dtype=np.int64))
+        if not id_parts:
             return
-        new = np.array([i.encode("utf-8") for i in ids])
+        width = max([self.ids.dtype.itemsize] + [p.dtype.itemsize for p in id_parts])
+        new = np.concatenate([p.astype(f"S{width}") for p in id_parts])
         order = np.argsort(new, kind="stable")
-        new = new[order]
-        new_rows = order.astype(np.int64)
-        width = max(self.ids.dtype.itemsize, new.dtype.itemsize)
+        new, new_slots, new_rows = new[order], np.concatenate(slot_parts)[order], np.concatenate(row_parts)[order]
         base = self.ids.astype(f"S{width}", copy=False)
-        new = new.astype(f"S{width}", copy=False)
+        if not len(base):
+            self.ids, self.slots, self.rows = new, new_slots, new_rows
+            return
         at = np.searchsorted(base, new, side="right")
         self.ids = np.insert(base, at, new)
-        self.slots = np.insert(self.slots, at, np.full(len(new), slot, dtype=np.int32))
+        self.slots = np.insert(self.slots, at, new_slots)
         self.rows = np.insert(self.rows, at, new_rows)
 
     def _drop(self, names: set[str]) -> None:

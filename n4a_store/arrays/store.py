@@ -64,7 +64,11 @@ class ArrayStore:
         self.write_batch(records)
 
     def write_batch(self, records: list[dict]) -> list[Path]:
-        """Like :meth:`save_batch`, returning the files written (for rollback)."""
+        """Like :meth:`save_batch`, returning the files written (for rollback).
+
+        Each record dict gets ``_location = (file name, row)`` set in place: a
+        hint that lets :meth:`load_at` read it without the index.
+        """
         normalized = [normalize_record(r) for r in records]
         seen: set[str] = set()
         for r in normalized:
@@ -72,8 +76,10 @@ class ArrayStore:
                 raise InvalidInputError(f"prediction {r['prediction_id']!r} appears twice in the batch")
             seen.add(r["prediction_id"])
         by_dataset: dict[str, list[dict]] = defaultdict(list)
-        for r in normalized:
+        originals: dict[str, list[dict]] = defaultdict(list)
+        for r, original in zip(normalized, records):
             by_dataset[r["dataset_name"]].append(r)
+            originals[r["dataset_name"]].append(original)
         tables = {ds: records_to_table(rs) for ds, rs in by_dataset.items()}
         written: list[Path] = []
         try:
@@ -86,6 +92,8 @@ class ArrayStore:
                 final = directory / name
                 os.replace(tmp, final)
                 written.append(final)
+                for row, original in enumerate(originals[dataset]):
+                    original["_location"] = (name, row)
                 with self._mutex:
                     index = self._indexes.get(dataset)
                     if index is not None:
@@ -101,12 +109,14 @@ class ArrayStore:
             path.unlink(missing_ok=True)
 
     # -- reading ------------------------------------------------------------------
-    def _index(self, dataset_name: str) -> DatasetIndex:
+    def _index(self, dataset_name: str, refresh: bool = True) -> DatasetIndex:
         index = self._indexes.get(dataset_name)
         if index is None:
             index = DatasetIndex(self.root / dataset_dirname(dataset_name))
             self._indexes[dataset_name] = index
-        index.refresh()
+            refresh = True
+        if refresh:
+            index.refresh()
         return index
 
     def _refresh_tombstones(self) -> set[str]:
@@ -143,7 +153,10 @@ class ArrayStore:
             return self._load_batch(prediction_ids, dataset_name)
 
     def _load_batch(self, prediction_ids: list[str], dataset_name: str) -> list[dict]:
-        index = self._index(dataset_name)
+        # the index is refreshed (directory listed) only when an id is not found in it
+        index = self._index(dataset_name, refresh=False)
+        if any(index.locate(pid) is None for pid in prediction_ids):
+            index.refresh()
         tombstones = self._refresh_tombstones()
         wanted: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
         for position, pid in enumerate(prediction_ids):
@@ -162,6 +175,31 @@ class ArrayStore:
             for (position, _), record in zip(members, records):
                 results[position] = record
         return [results[p] for p in sorted(results)]
+
+    def load_at(self, prediction_id: str, dataset_name: str, file_name: str | None,
+                row: int | None) -> dict | None:
+        """Load one prediction using a location hint from :meth:`write_batch`.
+
+        Falls back to :meth:`load` when the hint is missing or stale (the file
+        was compacted away), so the answer is always the same as ``load``.
+        """
+        if file_name is None or row is None:
+            return self.load(prediction_id, dataset_name)
+        with self._mutex:
+            if prediction_id in self._refresh_tombstones():
+                return None
+            index = self._indexes.get(dataset_name)
+            if index is None:
+                index = DatasetIndex(self.root / dataset_dirname(dataset_name))
+                self._indexes[dataset_name] = index  # filled lazily, on a miss
+            try:
+                group, offset = index.row_group_of(file_name, row)
+                table = index.parquet(file_name).read_row_group(group)
+            except (FileNotFoundError, IndexError, OSError):
+                return self.load(prediction_id, dataset_name)
+            if offset >= table.num_rows or table.column("prediction_id")[offset].as_py() != prediction_id:
+                return self.load(prediction_id, dataset_name)
+            return rows_to_records(table, [offset])[0]
 
     def list_datasets(self) -> list[str]:
         """Return dataset names that have Parquet array files."""

@@ -114,6 +114,8 @@ _V1 = [
         exclusion_rate DOUBLE,
         preprocessings VARCHAR,
         has_arrays BOOLEAN NOT NULL,
+        array_file VARCHAR,
+        array_row INTEGER,
         created_at TIMESTAMP NOT NULL
     )
     """,
