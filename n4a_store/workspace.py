@@ -1001,17 +1001,19 @@ class WorkspaceStore:
 
         return replay_chain(self, chain_id, X, wavelengths, **kwargs)
 
-    def export_chain(self, chain_id: str, output_path: Path, format: str = "n4a") -> Path:
-        """Export a chain as a standalone .n4a bundle or .n4a.py script."""
+    def export_chain(self, chain_id: str, output_path: Path, format: str = "n4a", *,
+                     key: str | bytes | None = None) -> Path:
+        """Export a chain as a standalone .n4a bundle (signed if a key is set) or .n4a.py script."""
         from .bundles.export import export_chain
 
-        return export_chain(self, chain_id, output_path, format)
+        return export_chain(self, chain_id, output_path, format, key=key)
 
-    def import_bundle(self, bundle_path: Path) -> str:
+    def import_bundle(self, bundle_path: Path, *, expected_sha256: str | None = None,
+                      key: str | bytes | None = None) -> str:
         """Import a .n4a bundle into this workspace as a chain; return the chain id."""
         from .bundles.importer import import_bundle
 
-        return import_bundle(self, bundle_path)
+        return import_bundle(self, bundle_path, expected_sha256=expected_sha256, key=key)
 
     def export_pipeline_config(self, pipeline_id: str, output_path: Path) -> Path:
         """Export a pipeline's expanded configuration as JSON."""

@@ -18,10 +18,12 @@ EXPORT_FORMATS = ("n4a", "n4a.py")
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
 
-def export_chain(store: Any, chain_id: str, output_path: str | Path, format: str = "n4a") -> Path:
+def export_chain(store: Any, chain_id: str, output_path: str | Path, format: str = "n4a",
+                 *, key: str | bytes | None = None) -> Path:
     """Export a chain as a ``.n4a`` bundle (``format="n4a"``) or a script (``format="n4a.py"``).
 
     The file is written atomically (temporary file, then rename). Parent directories are created.
+    With a signing key (``key=`` or ``$N4A_BUNDLE_KEY``) the bundle carries ``manifest.sig``.
 
     Returns:
         The path written.
@@ -31,21 +33,27 @@ def export_chain(store: Any, chain_id: str, output_path: str | Path, format: str
     export = collect_chain(store, chain_id)
     output_path = Path(output_path)
     if format == "n4a":
-        return write_bundle(export, output_path)
+        return write_bundle(export, output_path, key=key)
     from n4a_store.bundles.script import render_script
 
     return _write_atomic(output_path, render_script(export).encode("utf-8"))
 
 
-def write_bundle(export: ChainExport, output_path: Path) -> Path:
-    """Write ``manifest.json``, ``chain.json`` and the artifacts into one zip file."""
+def write_bundle(export: ChainExport, output_path: Path, *, key: str | bytes | None = None) -> Path:
+    """Write ``manifest.json``, ``chain.json``, the artifacts (and ``manifest.sig``) into one zip."""
+    from n4a_store.bundles.safety import SIGNATURE_MEMBER, sign_manifest, signing_key
+
     members = export.members()
     manifest = export.manifest(members)
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    secret = signing_key(key)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            _add(archive, MANIFEST_MEMBER, json.dumps(manifest, indent=2, sort_keys=True).encode())
+            _add(archive, MANIFEST_MEMBER, manifest_bytes)
+            if secret is not None:
+                _add(archive, SIGNATURE_MEMBER, sign_manifest(manifest_bytes, secret))
             for name in sorted(members):
                 _add(archive, name, members[name], compress=not name.startswith(f"{ARTIFACT_DIR}/"))
         os.replace(tmp, output_path)

@@ -27,10 +27,14 @@ from n4a_store.bundles.safety import VerifiedBundle, read_verified_bundle
 IMPORTED_DATASET = "imported"
 
 
-def import_bundle(store: Any, bundle_path: str | Path) -> str:
-    """Import a verified bundle into ``store``; return the new chain id."""
+def import_bundle(store: Any, bundle_path: str | Path, *, expected_sha256: str | None = None,
+                  key: str | bytes | None = None) -> str:
+    """Import a verified bundle into ``store``; return the new chain id.
+
+    ``expected_sha256`` and ``key`` prove the bundle's origin as in :func:`predict`.
+    """
     started = time.perf_counter()
-    bundle = read_verified_bundle(bundle_path)
+    bundle = read_verified_bundle(bundle_path, expected_sha256=expected_sha256, key=key)
     manifest = bundle.manifest
     source = manifest.get("source") or {}
     summary = manifest.get("chain") or {}

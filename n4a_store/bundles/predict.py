@@ -28,12 +28,15 @@ class BundleVersionWarning(UserWarning):
     """A library version differs from the one recorded when the bundle was exported."""
 
 
-def load_bundle(bundle_path: str | Path, *, use_cache: bool = True) -> ReplayPlan:
+def load_bundle(bundle_path: str | Path, *, use_cache: bool = True,
+                expected_sha256: str | None = None, key: str | bytes | None = None) -> ReplayPlan:
     """Verify a bundle and return its compiled :class:`~n4a_store.chains.engine.ReplayPlan`.
 
     The plan offers ``predict``, ``predict_proba``, ``classes`` and ``n_features_in``.
+    ``expected_sha256`` pins the file's hash; ``key`` (default ``$N4A_BUNDLE_KEY``)
+    requires a valid signature. Both are checked before anything is unpickled.
     """
-    bundle = read_verified_bundle(bundle_path)
+    bundle = read_verified_bundle(bundle_path, expected_sha256=expected_sha256, key=key)
     key = ("bundle", bundle.manifest_sha256)
     if use_cache:
         plan = PLAN_CACHE.get(key)
@@ -47,7 +50,8 @@ def load_bundle(bundle_path: str | Path, *, use_cache: bool = True) -> ReplayPla
 
 
 def predict(bundle_path: str | Path, X: Any, wavelengths: Any = None, *,
-            proba: bool = False, use_cache: bool = True) -> np.ndarray:
+            proba: bool = False, use_cache: bool = True,
+            expected_sha256: str | None = None, key: str | bytes | None = None) -> np.ndarray:
     """Predict with a ``.n4a`` bundle; returns exactly what ``replay_chain`` returns.
 
     Args:
@@ -57,8 +61,10 @@ def predict(bundle_path: str | Path, X: Any, wavelengths: Any = None, *,
         proba: Classification only: return fold-averaged class probabilities, columns in
             the order of ``load_bundle(bundle_path).classes``.
         use_cache: Reuse deserialised artifacts across calls (hashes are always re-checked).
+        expected_sha256: The SHA-256 the bundle file must have (proves it is the published one).
+        key: Signing key (default ``$N4A_BUNDLE_KEY``); if set, the bundle must be signed with it.
     """
-    plan = load_bundle(bundle_path, use_cache=use_cache)
+    plan = load_bundle(bundle_path, use_cache=use_cache, expected_sha256=expected_sha256, key=key)
     return plan.predict_proba(X, wavelengths) if proba else plan.predict(X, wavelengths)
 
 

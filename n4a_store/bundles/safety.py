@@ -12,13 +12,23 @@
 6. a ``chain.json`` that refers to an artifact the bundle does not carry.
 
 Only then are the bytes handed back; deserialisation is the caller's next step.
-A hash check proves integrity, not origin: load bundles only from sources you trust.
+
+Hashes inside a bundle prove integrity, not origin: whoever rewrites a bundle
+can rewrite its manifest too. Two checks prove origin:
+
+* ``expected_sha256``: the SHA-256 of the whole ``.n4a`` file, as published by
+  whoever exported it (``export_chain`` results can be hashed with ``sha256sum``);
+* a signing key (``key=`` or the ``N4A_BUNDLE_KEY`` environment variable): the
+  exporter adds ``manifest.sig``, an HMAC-SHA256 of the manifest; with a key
+  set, a bundle without a valid signature is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 import stat
 import zipfile
 from dataclasses import dataclass, field
@@ -39,6 +49,22 @@ from n4a_store.errors import ArtifactIntegrityError, InvalidInputError
 
 MAX_BUNDLE_BYTES = 4 * 1024**3   # total uncompressed size accepted
 MAX_MANIFEST_BYTES = 16 * 1024**2
+SIGNATURE_MEMBER = "manifest.sig"
+KEY_ENV = "N4A_BUNDLE_KEY"
+
+
+def signing_key(key: str | bytes | None = None) -> bytes | None:
+    """The bundle signing key: ``key`` if given, else ``$N4A_BUNDLE_KEY``, else None."""
+    if key is None:
+        key = os.environ.get(KEY_ENV) or None
+    if key is None:
+        return None
+    return key.encode("utf-8") if isinstance(key, str) else bytes(key)
+
+
+def sign_manifest(manifest_bytes: bytes, key: bytes) -> bytes:
+    """Hex HMAC-SHA256 of the manifest bytes."""
+    return hmac.new(key, manifest_bytes, hashlib.sha256).hexdigest().encode("ascii")
 
 
 class UnsafeBundleError(InvalidInputError):
@@ -79,8 +105,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_verified_bundle(path: str | Path, *, max_bytes: int = MAX_BUNDLE_BYTES) -> VerifiedBundle:
+def read_verified_bundle(path: str | Path, *, max_bytes: int = MAX_BUNDLE_BYTES,
+                         expected_sha256: str | None = None,
+                         key: str | bytes | None = None) -> VerifiedBundle:
     """Read a bundle and verify every member before returning its bytes.
+
+    Args:
+        expected_sha256: If given, the SHA-256 the whole file must have.
+        key: Signing key (default ``$N4A_BUNDLE_KEY``); if set, ``manifest.sig`` must be valid.
 
     Raises:
         FileNotFoundError: the bundle does not exist.
@@ -90,6 +122,12 @@ def read_verified_bundle(path: str | Path, *, max_bytes: int = MAX_BUNDLE_BYTES)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"bundle {str(path)!r} does not exist")
+    if expected_sha256 is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if not hmac.compare_digest(digest, expected_sha256.strip().lower()):
+            raise BundleIntegrityError(
+                f"{path.name} has SHA-256 {digest}, not the expected {expected_sha256}; refused")
+    secret = signing_key(key)
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as error:
@@ -117,7 +155,16 @@ def read_verified_bundle(path: str | Path, *, max_bytes: int = MAX_BUNDLE_BYTES)
         manifest_bytes = _read(archive, MANIFEST_MEMBER, MAX_MANIFEST_BYTES)
         manifest = _parse_manifest(manifest_bytes, path.name)
         members: dict[str, dict] = manifest["members"]
-        unexpected = sorted(names - set(members) - {MANIFEST_MEMBER})
+        if secret is not None:
+            if SIGNATURE_MEMBER not in names:
+                raise BundleIntegrityError(
+                    f"{path.name} is not signed, but a bundle signing key is set; refused")
+            signature = _read(archive, SIGNATURE_MEMBER, 1024).strip()
+            if not hmac.compare_digest(signature, sign_manifest(manifest_bytes, secret)):
+                raise BundleIntegrityError(
+                    f"{path.name}: its signature does not match the signing key; the bundle was "
+                    f"altered or signed with another key, and is refused")
+        unexpected = sorted(names - set(members) - {MANIFEST_MEMBER, SIGNATURE_MEMBER})
         if unexpected:
             raise UnsafeBundleError(f"{path.name} contains members not listed in its manifest: "
                                     f"{unexpected}")
