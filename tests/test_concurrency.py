@@ -35,21 +35,27 @@ def _writer(workspace: str, run_id: str, worker: int, start_at: float) -> None:
         time.sleep(0.005)
     store = WorkspaceStore(workspace, lock_timeout=120)
     for i in range(PIPELINES_PER_WRITER):
+        time.sleep(0.05)  # "training" between pipelines, as in a real sweep
         write_pipeline(store, run_id, fitted, (X, y), name=f"w{worker}-p{i}",
                        dataset=f"ds{worker % 2}")
     store.close()
 
 
-def _reader(workspace: str, stop_at: float, queue: "mp.Queue") -> None:
+def _reader(workspace: str, start_at: float, queue: "mp.Queue") -> None:
     store = WorkspaceStore(workspace, lock_timeout=120)
     observations = []
-    while time.time() < stop_at:
+    while time.time() < start_at:
+        time.sleep(0.005)
+    deadline = time.time() + 120
+    while time.time() < deadline:
         done = store.list_pipelines().filter(status="completed")["pipeline_id"].to_list()
         counts = store.query_predictions().group_by("pipeline_id").len()
         per_pipeline = dict(zip(counts["pipeline_id"].to_list(), counts["len"].to_list()))
         torn = [p for p in done if per_pipeline.get(p) != PREDICTIONS_PER_PIPELINE]
         store.top_predictions(5, group_by="dataset_name")
         observations.append((len(done), sum(per_pipeline.values()), torn))
+        if len(done) == WRITERS * PIPELINES_PER_WRITER:
+            break
         time.sleep(0.01)
     store.close()
     queue.put(observations)
@@ -64,7 +70,7 @@ def test_parallel_writers_and_a_reader(workspace):
     writers = [ctx.Process(target=_writer, args=(str(workspace), run_id, w, start_at))
                for w in range(WRITERS)]
     queue = ctx.Queue()
-    reader = ctx.Process(target=_reader, args=(str(workspace), start_at + 6.0, queue))
+    reader = ctx.Process(target=_reader, args=(str(workspace), start_at - 0.5, queue))
     for p in writers + [reader]:
         p.start()
     observations = queue.get(timeout=200)
