@@ -57,7 +57,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     print(f"n4a sweep {sweep_config} -> {workspace} through Dagster "
           f"({concurrent} parallel steps, DAGSTER_HOME={home})", file=sys.stderr)
     with DagsterInstance.get() as instance:
-        run_config = multiprocess_run_config(concurrent)
+        run_config = multiprocess_run_config(concurrent,
+                                             pipelines_per_step=args.pipelines_per_step)
         if not args.verbose:
             run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
         with execute_job(job, instance=instance, run_config=run_config) as result:
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--max-concurrent", type=int, help="parallel steps (env N4A_MAX_CONCURRENT, 4)")
     run.add_argument("--dagster-home", help="Dagster instance directory (env DAGSTER_HOME, "
                                             "./.dagster_home)")
+    run.add_argument("--pipelines-per-step", type=int, default=None,
+                     help="pipelines trained per Dagster step (default 1)")
     run.add_argument("--verbose", action="store_true", help="show Dagster's event log")
     run.set_defaults(func=run_sweep_command)
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on the n4a definitions")

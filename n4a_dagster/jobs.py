@@ -2,7 +2,8 @@
 
 ``n4a_sweep`` fans out with a dynamic output: ``plan_sweep_op`` registers the
 partitions and begins the store run, one ``train_pipeline_op`` step per
-(dataset, pipeline) trains and records that pipeline, and ``finish_sweep_op``
+(dataset, pipeline) trains and records that pipeline (``pipelines_per_step`` in the
+plan op's config batches several per step), and ``finish_sweep_op``
 completes the run, publishes the leaderboard and records the asset checks. Each
 step logs the materializations of the sweep assets (``n4a/pipeline``,
 ``n4a/chain``, ``n4a/prediction_arrays`` for its partition), so the asset graph
@@ -16,12 +17,14 @@ duration and closes it, and the store's file lock arbitrates between the steps.
 
 import json
 import os
+import warnings
 from dataclasses import asdict
 from typing import Any
 
 from dagster import (
     AssetMaterialization,
     AssetObservation,
+    Config,
     DynamicOut,
     DynamicOutput,
     HookContext,
@@ -34,6 +37,8 @@ from dagster import (
     multiprocess_executor,
     op,
 )
+
+from pydantic import Field
 
 from .checks import (
     ARTIFACTS_INTACT,
@@ -88,18 +93,35 @@ def default_max_concurrent() -> int:
     return value
 
 
-def multiprocess_run_config(max_concurrent: int, forkserver: bool = True) -> dict[str, Any]:
-    """The ``execution`` run config of the sweep job for ``max_concurrent`` parallel steps."""
+def multiprocess_run_config(max_concurrent: int, forkserver: bool = True,
+                            pipelines_per_step: int | None = None) -> dict[str, Any]:
+    """Run config of the sweep job: ``max_concurrent`` parallel steps (forkserver-started, with
+    the heavy modules preloaded, unless ``forkserver`` is False), optionally
+    ``pipelines_per_step`` partitions per step."""
     config: dict[str, Any] = {"max_concurrent": max_concurrent}
     if forkserver:
         config["start_method"] = {"forkserver": {"preload_modules": PRELOAD_MODULES}}
-    return {"execution": {"config": config}}
+    run_config: dict[str, Any] = {"execution": {"config": config}}
+    if pipelines_per_step is not None:
+        run_config["ops"] = {"plan_sweep_op": {"config": {"pipelines_per_step": pipelines_per_step}}}
+    return run_config
+
+
+class SweepPlanConfig(Config):
+    """How the sweep fans out: ``pipelines_per_step`` (dataset, pipeline) partitions per step.
+
+    1 (the default) gives each pipeline its own step (own logs, own retry). Larger values
+    amortise Dagster's per-step process start (about 0.5 s) over several pipelines; every
+    pipeline is still its own partition materialization.
+    """
+
+    pipelines_per_step: int = Field(default=1, ge=1)
 
 
 @op(out=DynamicOut(dict), description="Expand the sweep, register partitions, begin the store run.")
-def plan_sweep_op(context: OpExecutionContext, n4a_store: N4AStoreResource,
-                  n4a_sweep: N4ASweepResource):
-    """Materialize sweep_plan, dataset partitions and sweep_run; fan out one task per partition."""
+def plan_sweep_op(context: OpExecutionContext, config: SweepPlanConfig,
+                  n4a_store: N4AStoreResource, n4a_sweep: N4ASweepResource):
+    """Materialize sweep_plan, dataset partitions and sweep_run; fan out the partitions."""
     plan = plan_sweep(n4a_sweep)
     register_partitions(context.instance, plan)
     context.log_event(AssetMaterialization(asset_key=SWEEP_PLAN, metadata=plan.metadata()))
@@ -110,39 +132,53 @@ def plan_sweep_op(context: OpExecutionContext, n4a_store: N4AStoreResource,
         run_id = begin_store_run(store, plan, n4a_sweep.name(), context.run.run_id, context.job_name)
         meta = run_metadata(store, run_id)
     context.log_event(AssetMaterialization(asset_key=SWEEP_RUN, metadata=meta))
-    context.log.info(f"store run {run_id}: {plan.n_partitions} pipeline(s) to train")
-    for index, ds in enumerate(plan.datasets):
-        for spec in plan.specs:
-            yield DynamicOutput(
-                {"run_id": run_id, "dataset": ds.name, "pipeline_key": spec.key},
-                mapping_key=mapping_key(index, ds.name, spec.key),
-            )
+    context.log.info(f"store run {run_id}: {plan.n_partitions} pipeline(s) to train, "
+                     f"{config.pipelines_per_step} per step")
+    items = [(index, ds.name, spec.key) for index, ds in enumerate(plan.datasets)
+             for spec in plan.specs]
+    size = config.pipelines_per_step
+    for start in range(0, len(items), size):
+        batch = items[start:start + size]
+        key = mapping_key(*batch[0]) + (f"_x{len(batch)}" if len(batch) > 1 else "")
+        yield DynamicOutput(
+            {"run_id": run_id,
+             "partitions": [{"dataset": name, "pipeline_key": pkey} for _, name, pkey in batch]},
+            mapping_key=key,
+        )
 
 
-@op(ins={"task": In(dict)}, description="Train one pipeline on one dataset into the store.")
+@op(ins={"task": In(dict)}, description="Train pipelines (one by default) into the store.")
 def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4AStoreResource,
                       n4a_sweep: N4ASweepResource) -> dict:
-    """Run one partition; materialize its pipeline, chain and prediction arrays."""
+    """Run the task's partitions; materialize each one's pipeline, chain and prediction arrays."""
     cfg = n4a_sweep.load()
-    spec = n4a_sweep.spec(task["pipeline_key"])
-    ds = n4a_sweep.dataset(task["dataset"])
-    partition = pipeline_partition_key(ds.name, spec.key)
+    outcomes = []
     with n4a_store.open_store() as store:
-        outcome = run_partition(store, task["run_id"], cfg, spec, ds)
-        events = [AssetMaterialization(asset_key=PIPELINE, partition=partition,
-                                       metadata=pipeline_metadata(outcome, store.workspace_path))]
-        if outcome.status == "completed" and outcome.chain_id:
-            events.append(AssetMaterialization(asset_key=CHAIN, partition=partition,
-                                               metadata=chain_metadata(store, outcome.chain_id)))
-            events.append(AssetMaterialization(
-                asset_key=PREDICTION_ARRAYS, partition=partition,
-                metadata=arrays_metadata(store, outcome.run_id, ds.name, outcome.prediction_ids,
-                                         outcome.pipeline_id)))
-    for event in events:
-        context.log_event(event)
-    if outcome.status != "completed":
-        context.log.warning(f"pipeline {spec.name} failed on {ds.name}: {outcome.error}")
-    return asdict(outcome)
+        for item in task["partitions"]:
+            spec = n4a_sweep.spec(item["pipeline_key"])
+            ds = n4a_sweep.dataset(item["dataset"])
+            outcome = run_partition(store, task["run_id"], cfg, spec, ds)
+            for event in partition_events(store, outcome):
+                context.log_event(event)
+            if outcome.status != "completed":
+                context.log.warning(f"pipeline {spec.name} failed on {ds.name}: {outcome.error}")
+            outcomes.append(asdict(outcome))
+    return {"run_id": task["run_id"], "outcomes": outcomes}
+
+
+def partition_events(store: Any, outcome: Any) -> list[AssetMaterialization]:
+    """Materializations of one partition: its pipeline, and its chain and arrays if it completed."""
+    partition = pipeline_partition_key(outcome.dataset_name, outcome.pipeline_key)
+    events = [AssetMaterialization(asset_key=PIPELINE, partition=partition,
+                                   metadata=pipeline_metadata(outcome, store.workspace_path))]
+    if outcome.status == "completed" and outcome.chain_id:
+        events.append(AssetMaterialization(asset_key=CHAIN, partition=partition,
+                                           metadata=chain_metadata(store, outcome.chain_id)))
+        events.append(AssetMaterialization(
+            asset_key=PREDICTION_ARRAYS, partition=partition,
+            metadata=arrays_metadata(store, outcome.run_id, outcome.dataset_name,
+                                     outcome.prediction_ids, outcome.pipeline_id)))
+    return events
 
 
 @op(ins={"outcomes": In(list)},
@@ -150,7 +186,7 @@ def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4ASto
 def finish_sweep_op(context: OpExecutionContext, outcomes: list,
                     n4a_store: N4AStoreResource) -> dict:
     """Close the run with its summary; materialize the leaderboard; evaluate both checks."""
-    run_ids = {o["run_id"] for o in outcomes}
+    run_ids = {o["run_id"] for o in outcomes}  # one entry per step
     if len(run_ids) != 1:
         raise RuntimeError(f"sweep steps reported {len(run_ids)} store runs, expected one")
     run_id = run_ids.pop()
@@ -251,7 +287,12 @@ pipeline_partition_job = define_asset_job(
 
 def sweep_job_for(workspace: str, sweep_config: str, max_concurrent: int | None = None) -> JobDefinition:
     """The resolved sweep job bound to a workspace and sweep config (for ``build_reconstructable_job``)."""
+    from dagster._utils.warnings import BetaWarning
+
     from .definitions import build_definitions
 
-    return build_definitions(workspace=workspace, sweep_config=sweep_config,
-                             max_concurrent=max_concurrent).resolve_job_def(SWEEP_JOB)
+    defs = build_definitions(workspace=workspace, sweep_config=sweep_config,
+                             max_concurrent=max_concurrent)
+    with warnings.catch_warnings():  # Dagster re-creates the sensors with a beta argument
+        warnings.simplefilter("ignore", category=BetaWarning)
+        return defs.resolve_job_def(SWEEP_JOB)

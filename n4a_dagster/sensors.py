@@ -10,6 +10,8 @@ so Dagster never launches two runs for one state either.
 import hashlib
 import json
 import os
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 from dagster import (
@@ -22,6 +24,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._utils.warnings import BetaWarning
 
 from .maintenance import CompactConfig, GcConfig
 from .resources import N4AStoreResource
@@ -40,6 +43,16 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+
+
+def _quiet_sensor(**kwargs: Any) -> Callable[[Callable[..., Any]], SensorDefinition]:
+    """``@sensor`` without the beta warning Dagster emits for its own internal arguments."""
+    def decorate(fn: Callable[..., Any]) -> SensorDefinition:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=BetaWarning)
+            return sensor(**kwargs)(fn)
+
+    return decorate
 
 
 def fingerprint(state: Any) -> str:
@@ -98,10 +111,10 @@ def build_compaction_sensor(
         COMPACT_TOMBSTONES_ENV, 1000)
     files = file_threshold if file_threshold is not None else _env_int(COMPACT_FILES_ENV, 20)
 
-    @sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds,
-            default_status=default_status,
-            description=f"Requests {job.name} when a dataset has >= {tombstones} tombstoned "
-                        f"array rows or >= {files} array files.")
+    @_quiet_sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds,
+                   default_status=default_status,
+                   description=f"Requests {job.name} when a dataset has >= {tombstones} tombstoned "
+                               f"array rows or >= {files} array files.")
     def _compaction_sensor(context: SensorEvaluationContext, n4a_store: N4AStoreResource):
         if not n4a_store.exists():
             return SkipReason(f"no workspace catalog at {n4a_store.workspace_path()} yet")
@@ -150,10 +163,10 @@ def build_gc_sensor(
     bytes_limit = bytes_threshold if bytes_threshold is not None else _env_int(
         GC_BYTES_ENV, 100 * 1024 * 1024)
 
-    @sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds,
-            default_status=default_status,
-            description=f"Requests {job.name} when >= {count_limit} artifacts or >= {bytes_limit} "
-                        f"bytes are unreferenced.")
+    @_quiet_sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds,
+                   default_status=default_status,
+                   description=f"Requests {job.name} when >= {count_limit} artifacts or >= "
+                               f"{bytes_limit} bytes are unreferenced.")
     def _gc_sensor(context: SensorEvaluationContext, n4a_store: N4AStoreResource):
         if not n4a_store.exists():
             return SkipReason(f"no workspace catalog at {n4a_store.workspace_path()} yet")

@@ -61,13 +61,20 @@ def _assert_exact_store_contents(workspace, dagster_run_id: str) -> str:
         return run["run_id"]
 
 
-def test_sweep_job_in_process(tmp_path):
+@pytest.mark.parametrize("per_step", [1, 4])
+def test_sweep_job_in_process(tmp_path, per_step):
     config = tiny_sweep_config(tmp_path, n_components=(2, 3, 40))
     workspace = tmp_path / "ws"
     defs = build_definitions(workspace=str(workspace), sweep_config=str(config))
     with instance_for_test() as instance:
-        result = defs.resolve_job_def(SWEEP_JOB).execute_in_process(instance=instance)
+        result = defs.resolve_job_def(SWEEP_JOB).execute_in_process(
+            instance=instance,
+            run_config={"ops": {"plan_sweep_op": {"config": {"pipelines_per_step": per_step}}}})
         assert result.success
+        train_steps = {e.step_key for e in result.all_events
+                       if e.event_type == DagsterEventType.STEP_START
+                       and e.step_key.startswith("train_pipeline_op")}
+        assert len(train_steps) == -(-N_PIPELINES // per_step)  # 6 steps, or 4 + 2
         store_run_id = _assert_exact_store_contents(workspace, result.run_id)
         pipelines = _materializations(instance, PIPELINE, result.run_id)
         statuses = sorted(m.metadata["n4a/status"].value for m in pipelines)
