@@ -149,15 +149,17 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--commit-interval", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds of pipelines committed together (0: commit each pipeline).")
 def sweep(config: str, workspace: Path, jobs: int, run_name: str | None, top_n: int,
-          progress: bool | None, as_json: bool) -> None:
+          progress: bool | None, as_json: bool, commit_interval: float) -> None:
     """Run the sweep CONFIG (a YAML/JSON file, or builtin:<name>) into the workspace.
 
     \b
     Builtin configs: builtin:nirs-regression, builtin:nirs-classification.
     Exits 1 when any pipeline failed (the others are still recorded).
     """
-    _run_sweep(config, workspace, jobs, run_name, top_n, progress, as_json)
+    _run_sweep(config, workspace, jobs, run_name, top_n, progress, as_json, commit_interval)
 
 
 @main.command()
@@ -170,11 +172,11 @@ def demo(workspace: Path, jobs: int, progress: bool | None) -> None:
 
     Same as `n4a sweep builtin:nirs-regression`.
     """
-    _run_sweep(BUILTIN_DEMO, workspace, jobs, None, 10, progress, False)
+    _run_sweep(BUILTIN_DEMO, workspace, jobs, None, 10, progress, False, 2.0)
 
 
 def _run_sweep(config: str, workspace: Path, jobs: int, run_name: str | None, top_n: int,
-               progress: bool | None, as_json: bool) -> None:
+               progress: bool | None, as_json: bool, commit_interval: float) -> None:
     from n4a_store.sweep import load_sweep_config, run_sweep
 
     if not config.startswith("builtin:") and not Path(config).is_file():
@@ -182,7 +184,8 @@ def _run_sweep(config: str, workspace: Path, jobs: int, run_name: str | None, to
     cfg = load_sweep_config(config)
     if progress is None:
         progress = sys.stderr.isatty()
-    summary = run_sweep(cfg, workspace, jobs=jobs, progress=progress, run_name=run_name)
+    summary = run_sweep(cfg, workspace, jobs=jobs, progress=progress, run_name=run_name,
+                        commit_interval=commit_interval)
     if as_json:
         _json_out({
             "run_id": summary.run_id, "workspace": str(workspace), "n_pipelines": summary.n_pipelines,

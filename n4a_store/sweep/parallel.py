@@ -35,11 +35,16 @@ def run_parallel(
     *,
     jobs: int,
     mp_context: str = "spawn",
+    commit_interval: float = 2.0,
 ) -> Iterator[Any]:
     """Run every (pipeline, dataset) pair in ``jobs`` worker processes; yield results as they finish.
 
     A task that raises in its worker (e.g. a store error before the pipeline began) is yielded
     as a failed :class:`~n4a_store.sweep.runner.PipelineResult` without a pipeline id.
+
+    Each worker groups its commits in windows of ``commit_interval`` seconds; its last window
+    is committed when the worker exits, which the pool's shutdown waits for, so everything is
+    committed when this generator is exhausted.
     """
     from n4a_store.sweep.runner import PipelineResult
 
@@ -49,7 +54,8 @@ def run_parallel(
     tasks = [(i, d) for d in range(len(datasets)) for i in range(len(specs))]
     workers = min(jobs, len(tasks))
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(str(workspace_path), run_id, cfg, specs, datasets)) as pool:
+                             initargs=(str(workspace_path), run_id, cfg, specs, datasets,
+                                       commit_interval)) as pool:
         with _unreachable_main_hidden():  # workers start on the first submits
             pending = {pool.submit(_run_task, i, d): (i, d) for i, d in tasks}
         while pending:
@@ -89,8 +95,9 @@ def _unreachable_main_hidden() -> Iterator[None]:
 
 
 def _init_worker(workspace_path: str, run_id: str, cfg: SweepConfig, specs: list[PipelineSpec],
-                 datasets: list[SpectraDataset]) -> None:
-    """Per-worker setup: one thread for BLAS/OpenMP, one WorkspaceStore closed at worker exit."""
+                 datasets: list[SpectraDataset], commit_interval: float) -> None:
+    """Per-worker setup: one thread for BLAS/OpenMP, one WorkspaceStore and commit window,
+    both closed (committing what is buffered) when the worker exits."""
     from multiprocessing.util import Finalize
 
     try:
@@ -100,14 +107,27 @@ def _init_worker(workspace_path: str, run_id: str, cfg: SweepConfig, specs: list
     except ImportError:  # threadpoolctl ships with scikit-learn; tolerate its absence
         pass
     from n4a_store import WorkspaceStore
+    from n4a_store.sweep.runner import CommitWindow
 
     store = WorkspaceStore(Path(workspace_path))
-    Finalize(None, store.close, exitpriority=10)
-    _STATE.update(store=store, run_id=run_id, cfg=cfg, specs=specs, datasets=datasets)
+    window = CommitWindow(store, commit_interval).__enter__()
+    Finalize(None, _shutdown_worker, exitpriority=10)
+    _STATE.update(store=store, window=window, run_id=run_id, cfg=cfg, specs=specs,
+                  datasets=datasets)
+
+
+def _shutdown_worker() -> None:
+    """Commit the worker's last window and close its store."""
+    try:
+        _STATE["window"].close()
+    finally:
+        _STATE["store"].close()
 
 
 def _run_task(spec_index: int, dataset_index: int) -> Any:
     from n4a_store.sweep.runner import run_pipeline
 
-    return run_pipeline(_STATE["store"], _STATE["run_id"], _STATE["specs"][spec_index],
-                        _STATE["datasets"][dataset_index], _STATE["cfg"])
+    result = run_pipeline(_STATE["store"], _STATE["run_id"], _STATE["specs"][spec_index],
+                          _STATE["datasets"][dataset_index], _STATE["cfg"])
+    _STATE["window"].tick()
+    return result

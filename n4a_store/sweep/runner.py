@@ -153,6 +153,7 @@ def run_sweep(
     *,
     on_result: Callable[[PipelineResult], None] | None = None,
     mp_context: str = "spawn",
+    commit_interval: float = 2.0,
 ) -> SweepSummary:
     """Run every expanded pipeline of ``cfg`` on every dataset into the workspace.
 
@@ -166,6 +167,10 @@ def run_sweep(
         metadata: Stored with the run (e.g. ``{"dagster_run_id": ...}``).
         on_result: Called in this process with each :class:`PipelineResult` as it arrives.
         mp_context: Multiprocessing start method for workers (``"spawn"`` or ``"forkserver"``).
+        commit_interval: Seconds during which consecutive pipelines of a process are committed
+            together (``store.batch()``); other processes see a completed pipeline at most
+            about this long after it finished. ``0`` commits every pipeline on its own. Each
+            pipeline stays atomic either way.
 
     Returns:
         A :class:`SweepSummary`. The run is completed with a summary dict (counts, failures,
@@ -189,18 +194,21 @@ def run_sweep(
         report = _reporter(progress, len(tasks), on_result)
         try:
             if jobs == 1 or len(tasks) <= 1:
-                for spec, ds in tasks:
-                    result = run_pipeline(store, run_id, spec, ds, cfg)
-                    results.append(result)
-                    report(result)
+                with CommitWindow(store, commit_interval) as window:
+                    for spec, ds in tasks:
+                        result = run_pipeline(store, run_id, spec, ds, cfg)
+                        results.append(result)
+                        report(result)
+                        window.tick()
             else:
                 from n4a_store.sweep.parallel import run_parallel
 
                 for result in run_parallel(workspace_path, run_id, cfg, specs, datasets,
-                                           jobs=jobs, mp_context=mp_context):
+                                           jobs=jobs, mp_context=mp_context,
+                                           commit_interval=commit_interval):
                     results.append(result)
                     report(result)
-                _fail_orphans(store, run_id, results)
+                _reconcile(store, run_id, results)
         except BaseException as exc:
             report.close()
             try:
@@ -476,15 +484,71 @@ class _Reporter:
             self._progress = None
 
 
-def _fail_orphans(store: Any, run_id: str, results: list[PipelineResult]) -> None:
-    """Fail pipelines of the run left 'running' (a worker died before finishing them)."""
-    seen = {r.pipeline_id for r in results if r.pipeline_id}
+class CommitWindow:
+    """Group the commits of consecutive pipelines for up to ``seconds`` (``store.batch()``).
+
+    Call :meth:`tick` after each pipeline: once the window is older than ``seconds`` its
+    buffered pipelines are committed in one transaction and a new window opens. With
+    ``seconds <= 0``, or a store without ``batch()``, every pipeline commits on its own.
+    ``commit_s`` accumulates the time spent committing windows.
+    """
+
+    def __init__(self, store: Any, seconds: float) -> None:
+        self.store = store
+        self.seconds = seconds
+        self.commit_s = 0.0
+        self._ctx: Any = None
+        self._since = 0.0
+
+    def __enter__(self) -> CommitWindow:
+        self._open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def tick(self) -> None:
+        """Commit the window if it is older than ``seconds``, then open a new one."""
+        if self._ctx is not None and time.perf_counter() - self._since >= self.seconds:
+            self.close()
+            self._open()
+
+    def close(self) -> None:
+        """Commit what the window holds."""
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            t0 = time.perf_counter()
+            try:
+                ctx.__exit__(None, None, None)
+            finally:
+                self.commit_s += time.perf_counter() - t0
+
+    def _open(self) -> None:
+        batch = getattr(self.store, "batch", None)
+        if self.seconds > 0 and callable(batch):
+            self._ctx = batch()
+            self._ctx.__enter__()
+            self._since = time.perf_counter()
+
+
+def _reconcile(store: Any, run_id: str, results: list[PipelineResult]) -> None:
+    """Make the results agree with what the workers committed.
+
+    A pipeline left 'running' (its worker died mid-pipeline) is failed in the store; a
+    result reported completed whose pipeline is not committed as completed (its worker
+    died before committing its last window) is counted as failed.
+    """
     frame = store.list_pipelines(run_id=run_id)
-    if frame.height == 0 or "status" not in frame.columns:
-        return
-    for row in frame.filter(pl.col("status") == "running").iter_rows(named=True):
-        if row["pipeline_id"] not in seen:
-            store.fail_pipeline(row["pipeline_id"], "worker process stopped before finishing")
+    status = dict(zip(frame["pipeline_id"].to_list(), frame["status"].to_list(), strict=True))
+    for pipeline_id, state in status.items():
+        if state == "running":
+            store.fail_pipeline(pipeline_id, "worker process stopped before finishing")
+            status[pipeline_id] = "failed"
+    for r in results:
+        if r.status == "completed" and status.get(r.pipeline_id) != "completed":
+            r.status, r.error = "failed", "worker process stopped before committing this pipeline"
+            r.best_val = r.best_test = None
+            r.n_predictions = 0
 
 
 def _format_error(exc: BaseException) -> str:

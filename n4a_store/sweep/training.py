@@ -3,8 +3,9 @@
 For each fold the transformers are fitted on the fold's training part and
 applied to its training, validation and (if any) test samples; then the model
 is fitted and predicts all three. Every step is a fresh instance per fold
-(``fold_strategy="per_fold"``); steps that learn nothing from the data
-(stateless) are reported as such so one fitted copy can be shared.
+(``fold_strategy="per_fold"``); a step whose fitted state is identical on
+every fold learned nothing from the data (stateless): one fitted copy is
+shared by all folds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from n4a_store.sweep.config import CVConfig, import_class
 from n4a_store.sweep.datasets import SpectraDataset
 from n4a_store.sweep.expansion import WAVELENGTHS_MARKER, PipelineSpec, StepSpec
 
-_PARAM_MIRRORS_IGNORED = {"n_features_in_", "feature_names_in_"}
 
 
 class PipelineStepError(RuntimeError):
@@ -137,32 +137,54 @@ def takes_wavelengths(obj: Any, method: str = "transform") -> bool:
         return False
 
 
-def is_stateless(fitted: Any, params: dict[str, Any]) -> bool:
-    """True when fitting stored nothing but bookkeeping: only ``n_features_in_``-like attributes
-    and ``<param>_`` copies of constructor parameters."""
+def same_fitted_state(objects: list[Any]) -> bool:
+    """True when every fitted object holds the same state (attributes equal, arrays equal).
+
+    Fitted on different folds, equal states mean the step learned nothing from the data
+    (SNV, Savitzky-Golay, a range cut): one fitted copy can serve every fold.
+    """
+    if len(objects) < 2:
+        return False
+    first = objects[0]
+    return all(type(o) is type(first) and _same_value(_state(o), _state(first))
+               for o in objects[1:])
+
+
+def _state(obj: Any) -> Any:
     try:
-        state = vars(fitted)
+        return vars(obj)
     except TypeError:
-        return False
-    try:
-        ctor = fitted.get_params(deep=False)
-    except Exception:  # not a scikit-learn estimator: be conservative
-        return False
-    for name, value in state.items():
-        if not name.endswith("_") or name.startswith("_") or name in _PARAM_MIRRORS_IGNORED:
-            continue
-        base = name[:-1]
-        if base in ctor and _same(ctor[base], value):
-            continue
-        return False
-    return True
+        return _Opaque()
 
 
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b) if not isinstance(a, np.ndarray) else np.array_equal(a, b)
-    except Exception:
+class _Opaque:
+    """Stands for state that cannot be inspected; never equal to anything."""
+
+    def __eq__(self, other: object) -> bool:
         return False
+
+    __hash__ = object.__hash__
+
+
+def _same_value(a: Any, b: Any, depth: int = 0) -> bool:
+    if depth > 8:
+        return False
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                and a.dtype == b.dtype and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f")))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k], depth + 1) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_same_value(x, y, depth + 1) for x, y in zip(a, b, strict=True)))
+    if isinstance(a, str | bytes | int | float | bool | complex | type(None) | np.generic):
+        try:
+            return type(a) is type(b) and bool(a == b)
+        except Exception:
+            return False
+    if hasattr(a, "__dict__") and type(a) is type(b):  # a nested estimator or helper object
+        return _same_value(vars(a), vars(b), depth + 1)
+    return False
 
 
 def fit_folds(spec: PipelineSpec, ds: SpectraDataset, cv: CVConfig, seed: int) -> TrainingOutcome:
@@ -195,18 +217,11 @@ def fit_folds(spec: PipelineSpec, ds: SpectraDataset, cv: CVConfig, seed: int) -
         results.append(result)
     for rec in records:
         if not rec.is_model:
-            rec.stateless = all(is_stateless(o, _safe_params(o)) for o in rec.per_fold.values())
+            rec.stateless = same_fitted_state(list(rec.per_fold.values()))
             rec.uses_wavelengths = takes_wavelengths(next(iter(rec.per_fold.values())))
         else:
             rec.uses_wavelengths = takes_wavelengths(next(iter(rec.per_fold.values())), "predict")
     return TrainingOutcome(records, results)
-
-
-def _safe_params(obj: Any) -> dict[str, Any]:
-    try:
-        return obj.get_params(deep=False)
-    except Exception:
-        return {}
 
 
 def _build(rec: StepRecord, ds: SpectraDataset, fold_id: str) -> Any:
