@@ -26,7 +26,7 @@ TOP_LEVEL_KEYS = {
     "name", "description", "datasets", "dataset", "task_type", "cv", "metric", "pipeline",
     "seed", "max_pipelines",
 }
-STEP_KEYS = {"class", "params", "name"}
+STEP_KEYS = {"class", "params"}
 CV_KEYS = {"n_splits", "shuffle", "seed", "stratified"}
 DATASET_KEYS = {
     "name", "chemotools", "path", "target", "test_path", "task_type", "drop_columns",
