@@ -137,7 +137,7 @@ def test_regression_sweep_end_to_end(tmp_path: Path):
         chain = store.get_chain(best["chain_id"])
         assert chain["fold_strategy"] == "per_fold" and len(chain["fold_artifacts"]) == 2
         assert chain["steps"][0]["params"]["x_axis"] == "$wavelengths"
-        log = store.get_pipeline_log(best["pipeline_id"])
+        log = store.get_pipeline_log(best["pipeline_id"]).filter(pl.col("event") == "fit")
         assert log["step_idx"].to_list() == list(range(len(spec.steps)))
         assert log["duration_ms"].is_not_null().all()
 
@@ -197,6 +197,19 @@ def test_failing_pipelines_are_isolated(tmp_path: Path):
         assert store.query_predictions(pipeline_id=ok).height == PER_PIPELINE
 
 
+def test_training_warnings_are_logged_not_lost(tmp_path: Path):
+    raw = CLASSIFICATION | {"pipeline": [
+        {"class": "chemotools.scatter.StandardNormalVariate"},
+        {"class": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 1}}]}
+    summary = run_sweep(raw, tmp_path / "ws")
+    assert summary.n_completed == 1
+    with WorkspaceStore(tmp_path / "ws") as store:
+        log = store.get_pipeline_log(summary.results[0].pipeline_id)
+        warned = log.filter(pl.col("event") == "warning")
+        assert warned.height >= 1 and set(warned["level"]) == {"warning"}
+        assert any("ConvergenceWarning" in m for m in warned["message"])
+
+
 def test_run_pipeline_on_an_open_store(tmp_path: Path):
     cfg = load_sweep_config(REGRESSION)
     specs = expand_pipelines(cfg)
@@ -226,7 +239,7 @@ def test_parallel_workers_exact_counts_and_determinism(tmp_path: Path):
         assert store.array_store.stats()["fermentation"]["rows"] == 6 * PER_PIPELINE
         assert store.get_run(parallel.run_id)["summary"]["n_completed"] == 6
         processes = {json.loads(d)["process"] for p in pipelines["pipeline_id"]
-                     for d in store.get_pipeline_log(p)["details"]}
+                     for d in store.get_pipeline_log(p).filter(pl.col("event") == "fit")["details"]}
         assert processes and os.getpid() not in processes  # worker processes did the work
     by_name = {r.name: r.best_val for r in serial.results}
     assert {r.name: r.best_val for r in parallel.results} == by_name  # same numbers, any worker

@@ -14,10 +14,12 @@ process or in worker processes (``jobs > 1``), and closes the run with a summary
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 AVG_FOLD = "avg"
 MAX_ERROR_CHARS = 4000
+MAX_LOGGED_WARNINGS = 20
 
 
 @dataclass
@@ -211,11 +214,10 @@ def run_sweep(
                 _reconcile(store, run_id, results)
         except BaseException as exc:
             report.close()
-            try:
+            with contextlib.suppress(Exception):  # the original error matters more
                 store.fail_run(run_id, _format_error(exc) if isinstance(exc, Exception)
                                else f"{type(exc).__name__}: sweep interrupted")
-            finally:
-                raise
+            raise
         report.close()
         duration_s = time.perf_counter() - started
         summary = sweep_summary_dict(results, duration_s)
@@ -307,7 +309,12 @@ def _train_and_record(store: Any, pipeline_id: str, spec: PipelineSpec, ds: Spec
                       cfg: SweepConfig, metric: str) -> tuple[str, float, float | None, int]:
     from n4a_store.chains.builder import ChainBuilder
 
-    outcome = fit_folds(spec, ds, cfg.cv, cfg.seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            outcome = fit_folds(spec, ds, cfg.cv, cfg.seed)
+        finally:  # a failed pipeline keeps its log: the warnings often explain the failure
+            _log_warnings(store, pipeline_id, caught)
     _log_steps(store, pipeline_id, outcome)
     chain_kwargs = ChainBuilder(_trace(outcome, ds.task_type), store).build()
     chain_id = store.save_chain(pipeline_id, **chain_kwargs)
@@ -347,6 +354,17 @@ def _log_steps(store: Any, pipeline_id: str, outcome: TrainingOutcome) -> None:
         store.log_step(pipeline_id, rec.step_idx, rec.spec.class_path, "fit",
                        duration_ms=int(round(total)), details=details,
                        message=f"fitted on {len(rec.fit_ms)} folds")
+
+
+def _log_warnings(store: Any, pipeline_id: str, caught: list[warnings.WarningMessage]) -> None:
+    """Record the distinct warnings raised while training (at most 20) as warning log entries."""
+    seen: dict[str, int] = {}
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        seen[text] = seen.get(text, 0) + 1
+    for text, count in list(seen.items())[:MAX_LOGGED_WARNINGS]:
+        store.log_step(pipeline_id, None, None, "warning", message=text[:1000],
+                       details={"count": count}, level="warning")
 
 
 def _save_predictions(store: Any, pipeline_id: str, chain_id: str, spec: PipelineSpec,
