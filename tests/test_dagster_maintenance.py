@@ -87,13 +87,19 @@ def test_compaction_sensor_thresholds_cursor_and_skips(workspace, instance, tmp_
 def test_compaction_sensor_counts_unmerged_files(workspace, instance):
     resource = N4AStoreResource(workspace=str(workspace))
     with WorkspaceStore(workspace) as store:
+        for n in range(2):  # two more array files (rows no catalog record claims)
+            store.array_store.save_batch([{
+                "prediction_id": f"stray-{n}", "dataset_name": "fermentation",
+                "y_true": np.arange(3.0), "y_pred": np.arange(3.0)}])
         files = store.array_store.stats()["fermentation"]["files"]
-    assert files > 1
+    assert files >= 3
     result, _ = _tick(build_compaction_sensor(compact_job, file_threshold=files), instance, resource)
     assert isinstance(result, RunRequest)
     result, _ = _tick(build_compaction_sensor(compact_job, file_threshold=files + 1), instance,
                       resource)
     assert isinstance(result, SkipReason)
+    run = compact_job.execute_in_process(instance=instance, resources={"n4a_store": resource})
+    assert run.success and run.output_for_node("compact_arrays_op") == 2  # the stray rows
 
 
 def test_gc_sensor_and_gc_job(workspace, instance, template):
