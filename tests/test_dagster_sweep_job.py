@@ -91,6 +91,29 @@ def test_sweep_job_in_process(tmp_path, per_step):
         assert sorted(c.check_name for c in checks) == ["artifacts_intact", "predictions_have_arrays"]
         assert all(c.passed for c in checks)
         assert result.output_for_node("finish_sweep_op")["run_id"] == store_run_id
+        if per_step == 1:
+            _rematerialize_one_partition(defs, instance, workspace, pipelines, store_run_id)
+
+
+def _rematerialize_one_partition(defs, instance, workspace, pipelines, store_run_id):
+    """The asset path replaces a partition the sweep job wrote, inside the same store run."""
+    from dagster import materialize
+
+    from n4a_dagster.assets import pipeline_partition, sweep_run
+
+    target = next(m for m in pipelines if m.metadata["n4a/status"].value == "completed")
+    result = materialize([sweep_run, pipeline_partition], selection=[pipeline_partition],
+                         partition_key=target.partition, instance=instance,
+                         resources=defs.resources)
+    assert result.success
+    [new] = [e.materialization for e in result.get_asset_materialization_events()
+             if e.materialization.asset_key == PIPELINE]
+    old_id = target.metadata["n4a/pipeline_id"].value
+    assert new.metadata["replaced_pipeline_ids"].value == [old_id]
+    with WorkspaceStore(workspace) as store:
+        assert store.get_pipeline(old_id) is None
+        assert store.list_pipelines(run_id=store_run_id).height == N_PIPELINES
+        assert store.get_pipeline(new.metadata["n4a/pipeline_id"].value)["run_id"] == store_run_id
 
 
 def test_sweep_job_multiprocess_four_concurrent_steps(tmp_path):
