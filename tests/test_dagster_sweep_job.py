@@ -27,7 +27,10 @@ from n4a_dagster.resources import N4AStoreResource
 from n4a_dagster.testing import tiny_sweep_config
 from n4a_store import WorkspaceStore
 
-pytestmark = pytest.mark.filterwarnings("ignore:InitResourceContext.dagster_run is deprecated")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:InitResourceContext.dagster_run is deprecated"),
+    pytest.mark.filterwarnings("ignore:Parameter `owners`"),  # Dagster re-creating the sensors
+]
 
 # (none | SNV) x PLS(2 | 3 | 40): 6 pipelines; 40 components cannot fit ~10 samples, so 2 fail.
 N_PIPELINES, N_FAILED = 6, 2
