@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean dagster-ui
+.PHONY: install run test bench ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +13,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the built-in NIR regression sweep, through Dagster, into ./workspace
 run: $(STAMP)
-	$(BIN)/n4a demo --workspace ./workspace
+	$(BIN)/python -m n4a_dagster run-sweep --workspace ./workspace
+
+# The Dagster UI on the same workspace (http://127.0.0.1:3000)
+ui: $(STAMP)
+	DAGSTER_HOME=$(CURDIR)/.dagster_home N4A_WORKSPACE=$(CURDIR)/workspace $(BIN)/dagster dev -w workspace.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep_ingest.py
+	$(BIN)/python benchmarks/replay.py
+	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/dagster_sweep.py
 
 clean:
-	rm -rf $(VENV) workspace
+	rm -rf $(VENV) workspace .dagster_home
