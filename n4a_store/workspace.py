@@ -235,11 +235,7 @@ class WorkspaceStore:
                     finally:
                         con.unregister("_n4a_pending_completions")
                 if pending.artifacts:
-                    self._insert(
-                        con, "artifacts", pending.table("artifacts"),
-                        conflict="ON CONFLICT (artifact_id) DO UPDATE SET "
-                        "ref_count = artifacts.ref_count + excluded.ref_count",
-                    )
+                    self._upsert_artifacts(con, pending.table("artifacts"))
                 box["result"] = extra(con) if extra is not None else None
         except BaseException:
             self.array_store.discard_files(written)
@@ -250,13 +246,22 @@ class WorkspaceStore:
         return box["result"]
 
     @staticmethod
+    def _upsert_artifacts(con: "duckdb.DuckDBPyConnection", table: Any) -> None:
+        """Add claims to known artifacts, insert new ones (cheaper than ON CONFLICT in DuckDB)."""
+        pending_artifacts = table  # noqa: F841 - read by DuckDB's replacement scan
+        con.execute(
+            "UPDATE artifacts SET ref_count = artifacts.ref_count + p.ref_count "
+            "FROM pending_artifacts p WHERE artifacts.artifact_id = p.artifact_id")
+        con.execute(
+            "INSERT INTO artifacts SELECT * FROM pending_artifacts p "
+            "WHERE NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.artifact_id = p.artifact_id)")
+
+    @staticmethod
     def _insert(con: "duckdb.DuckDBPyConnection", name: str, table: Any, conflict: str = "") -> None:
-        view = f"_n4a_pending_{name}"
-        con.register(view, table)
-        try:
-            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {view} {conflict}")
-        finally:
-            con.unregister(view)
+        # ``pending_rows`` is found by DuckDB's replacement scan of this frame's locals;
+        # its Arrow schema has the table's columns in table order (catalog/pending.py).
+        pending_rows = table  # noqa: F841
+        con.execute(f"INSERT INTO {name} SELECT * FROM pending_rows {conflict}")
 
     def _drop_orphans(self, con: "duckdb.DuckDBPyConnection", pending: PendingWrites) -> None:
         """Drop buffered rows whose pipeline or chain another process deleted meanwhile.

@@ -31,15 +31,21 @@ def test_identical_content_is_deduplicated(store, fitted):
 
 def test_round_trip_joblib_and_cloudpickle(store, regression_data):
     X, y = regression_data
-    model = Ridge(alpha=0.5).fit(X, y)
-    for fmt, ext in (("joblib", "joblib"), ("cloudpickle", "pkl")):
+    for fmt, ext, alpha in (("joblib", "joblib", 0.5), ("cloudpickle", "pkl", 0.7)):
+        model = Ridge(alpha=alpha).fit(X, y)
         artifact_id = store.save_artifact(model, "sklearn.linear_model.Ridge", "model", fmt)
+        assert store.get_artifact_path(artifact_id).read_bytes()[:1] == b"\x80"  # a pickle
         loaded = store.load_artifact(artifact_id)  # from the buffer
         np.testing.assert_allclose(loaded.predict(X), model.predict(X))
         store.flush()
         with WorkspaceStore(store.workspace_path) as other:  # from disk, another store
             np.testing.assert_allclose(other.load_artifact(artifact_id).predict(X), model.predict(X))
             assert other.get_artifact_path(artifact_id).suffix == f".{ext}"
+            if fmt == "joblib":  # readable by plain joblib, as the standalone scripts do
+                import joblib
+
+                restored = joblib.load(other.get_artifact_path(artifact_id))
+                np.testing.assert_allclose(restored.predict(X), model.predict(X))
 
 
 def test_unknown_format_refused(store):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidInput
 
 
 def serialize(obj: Any, format: str) -> bytes:
-    """Serialise ``obj`` with ``joblib`` or ``cloudpickle``."""
-    if format == "joblib":
-        import joblib
+    """Serialise ``obj`` for the ``joblib`` or ``cloudpickle`` format.
 
-        buffer = io.BytesIO()
-        joblib.dump(obj, buffer)
-        return buffer.getvalue()
+    ``joblib`` artifacts are written as pickle protocol 5, which ``joblib.load``
+    reads natively; it is several times faster than ``joblib.dump`` on fitted
+    estimators (numpy arrays are copied as raw buffers either way).
+    """
+    if format == "joblib":
+        return pickle.dumps(obj, protocol=5)
     if format == "cloudpickle":
         import cloudpickle
 
