@@ -207,21 +207,28 @@ class Catalog:
 
 
 def _reap(ref: "weakref.ref[Catalog]", wake: threading.Event, idle: float) -> None:
-    """Daemon loop: end a catalog's lease after ``idle`` seconds without use."""
+    """Daemon loop: end a catalog's lease when it is idle and someone waits, or after ``idle`` s."""
+    tick = min(idle / 2, 0.02)
     while True:
-        if wake.wait(idle / 2):
+        if wake.wait(tick):
             return
         catalog = ref()
         if catalog is None:
             return
-        with catalog._mutex:
+        if not catalog._mutex.acquire(blocking=False):  # in use right now: check later
+            del catalog
+            continue
+        try:
             if catalog._con is None:
                 catalog._reaper = None
                 return
-            if catalog._depth == 0 and time.monotonic() - catalog._last_used >= idle:
+            quiet = time.monotonic() - catalog._last_used
+            if catalog._depth == 0 and (quiet >= idle or catalog.lock.others_waiting()):
                 catalog._drop()
                 catalog._reaper = None
                 return
+        finally:
+            catalog._mutex.release()
         del catalog
 
 

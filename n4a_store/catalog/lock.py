@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import WorkspaceLockTimeout
 
-_MAX_SLEEP = 0.05
+_MAX_SLEEP = 0.01
 
 
 class WorkspaceLock:
@@ -38,7 +38,12 @@ class WorkspaceLock:
         return self._fd
 
     def acquire(self, exclusive: bool, timeout: float) -> None:
-        """Take the lock, waiting at most ``timeout`` seconds.
+        """Take the lock, waiting at most ``timeout`` seconds, first come first served.
+
+        A waiter leaves a marker stamped with the time it started waiting. It
+        does not try the lock while an older waiter it would conflict with is
+        still waiting (for a reader: an older writer; for a writer: any older
+        waiter), so neither writers nor readers can be starved.
 
         Raises:
             WorkspaceLockTimeout: the lock stayed busy past the deadline.
@@ -46,13 +51,12 @@ class WorkspaceLock:
         fd = self._file()
         flag = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + timeout
+        since = time.time_ns()
         marker: Path | None = None
-        sleep = 0.001
+        sleep = 0.0005
         try:
             while True:
-                # Writers have priority: a reader does not join while a writer waits,
-                # otherwise two alternating readers could keep a writer out forever.
-                if exclusive or not self._writer_waiting():
+                if not self._older_waiter(since, exclusive):
                     try:
                         fcntl.flock(fd, flag | fcntl.LOCK_NB)
                         self.mode = "exclusive" if exclusive else "shared"
@@ -61,7 +65,7 @@ class WorkspaceLock:
                         pass
                 if marker is None:
                     kind = "x" if exclusive else "s"
-                    marker = self._waiters / f"{self._token()}-{time.monotonic_ns()}-{kind}"
+                    marker = self._waiters / f"{self._token()}-{since}-{kind}"
                     marker.touch()
                 if time.monotonic() >= deadline:
                     raise WorkspaceLockTimeout(
@@ -82,33 +86,40 @@ class WorkspaceLock:
         self.mode = None
 
     def others_waiting(self) -> bool:
-        """True when another live process is waiting for the lock."""
-        return self._waiting(writers_only=False)
+        """True when another live lock holder-to-be is waiting for the lock."""
+        return bool(self._markers())
 
-    def _writer_waiting(self) -> bool:
-        return self._waiting(writers_only=True)
+    def _older_waiter(self, since: int, exclusive: bool) -> bool:
+        for stamp, kind in self._markers():
+            if stamp < since and (exclusive or kind == "x"):
+                return True
+        return False
 
     def _token(self) -> str:
         # pid plus this object's identity: two stores of one process also hand over
         return f"{os.getpid()}-{id(self):x}"
 
-    def _waiting(self, writers_only: bool) -> bool:
+    def _markers(self) -> list[tuple[int, str]]:
+        """(waiting since, kind) of every live waiter other than this lock object."""
         mine = self._token() + "-"
         try:
             entries = os.listdir(self._waiters)
         except FileNotFoundError:
-            return False
+            return []
+        found = []
         for name in entries:
+            if name.startswith(mine):
+                continue
             try:
-                pid = int(name.split("-", 1)[0])
+                pid_text, _, stamp_text, kind = name.split("-")
+                pid, stamp = int(pid_text), int(stamp_text)
             except ValueError:
                 continue
-            if name.startswith(mine) or (writers_only and not name.endswith("-x")):
-                continue
             if _alive(pid):
-                return True
-            (self._waiters / name).unlink(missing_ok=True)
-        return False
+                found.append((stamp, kind))
+            else:
+                (self._waiters / name).unlink(missing_ok=True)
+        return found
 
     def forget_after_fork(self) -> None:
         """In a forked child: drop the inherited descriptor without touching the parent's lock."""
