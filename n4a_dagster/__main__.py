@@ -73,7 +73,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
           f"{summary['n_failed']} failed; Dagster run {dagster_run_id}", file=sys.stderr)
     print(f"open the UI: DAGSTER_HOME={home} N4A_WORKSPACE={workspace} "
           f"N4A_SWEEP_CONFIG={sweep_config} dagster dev -w workspace.yaml", file=sys.stderr)
-    return 0
+    return 1 if summary["n_failed"] > 0 else 0
 
 
 def _print_leaderboard(workspace: str, run_id: str) -> None:
