@@ -249,3 +249,22 @@ def parallel_config() -> dict:
     return WITH_FAILURES | {"pipeline": REGRESSION["pipeline"][:-1] + [
         {"_or_": [{"class": PLS, "params": {"n_components": {"_or_": [2, 3, 50]}}},
                   {"class": "sklearn.linear_model.Ridge", "params": {"alpha": 1.0}}]}]}
+
+
+def test_parallel_worker_that_dies_fails_only_its_pipeline(tmp_path: Path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # spawned workers inherit sys.path
+    config = {"name": "crash", "datasets": ["chemotools:fermentation"], "cv": {"n_splits": 2},
+              "pipeline": [{"class": "sweep_crash_model.CrashPLS",
+                            "params": {"n_components": {"_or_": [1, 2, 3, 4, 5]}}}]}
+    summary = run_sweep(config, tmp_path / "ws", jobs=2, commit_interval=0)
+    assert (summary.n_pipelines, summary.n_completed, summary.n_failed) == (5, 4, 1)
+    [dead] = summary.failures
+    assert dead.name.startswith("0003_") and dead.pipeline_id is not None
+    assert "worker process died (exit code 1)" in dead.error and dead.name in dead.error
+    with WorkspaceStore(tmp_path / "ws") as store:
+        pipelines = store.list_pipelines(run_id=summary.run_id)
+        assert pipelines.height == 5  # one record per pipeline, none left running
+        assert sorted(pipelines["status"].to_list()) == ["completed"] * 4 + ["failed"]
+        assert store.get_pipeline(dead.pipeline_id)["error"] == dead.error
+        assert set(pipelines["pipeline_id"]) == {r.pipeline_id for r in summary.results}
+        assert store.get_run(summary.run_id)["summary"]["n_failed"] == 1

@@ -108,8 +108,12 @@ def run_pipeline(
     spec: PipelineSpec,
     ds: SpectraDataset,
     cfg: SweepConfig,
+    *,
+    on_begin: Callable[[str], None] | None = None,
 ) -> PipelineResult:
     """Train ``spec`` on ``ds`` with cross-validation and record everything under ``run_id``.
+
+    ``on_begin(pipeline_id)`` is called right after the pipeline record is created.
 
     Never raises for a failure of the pipeline itself (bad params, a model that raises, a
     fitted object that cannot be saved): the pipeline is marked failed with the error and a
@@ -122,6 +126,8 @@ def run_pipeline(
     pipeline_id = store.begin_pipeline(
         run_id, spec.name, spec.expanded_config, spec.generator_choices, ds.name, ds.dataset_hash,
     )
+    if on_begin is not None:
+        on_begin(pipeline_id)
     base = {
         "pipeline_id": pipeline_id, "metric": metric, "name": spec.name, "key": spec.key,
         "dataset_name": ds.name, "preprocessings": spec.preprocessings,
@@ -208,7 +214,7 @@ def run_sweep(
 
                 for result in run_parallel(workspace_path, run_id, cfg, specs, datasets,
                                            jobs=jobs, mp_context=mp_context,
-                                           commit_interval=commit_interval):
+                                           commit_interval=commit_interval, store=store):
                     results.append(result)
                     report(result)
                 _reconcile(store, run_id, results)
