@@ -573,8 +573,11 @@ def predict(bundle: Path, data: Path, output: Path | None, target: str | None,
     columns: dict[str, Any] = {"row": list(range(len(y))), "prediction": y.tolist()}
     if proba:
         plan = load_bundle(bundle)
-        if plan.classes is None:
+        if plan.task_type != "classification":
             raise click.UsageError("--proba is only for classification bundles")
+        if not getattr(plan, "has_proba", True):
+            raise click.UsageError("--proba needs a model with predict_proba; this bundle's "
+                                   "classifier gives labels only (its folds vote)")
         probabilities = bundle_predict(bundle, X, wavelengths=wavelengths, proba=True)
         for j, label in enumerate(plan.classes.tolist()):
             columns[f"proba_{label}"] = probabilities[:, j].tolist()

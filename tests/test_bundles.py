@@ -288,3 +288,27 @@ def test_altered_script_is_refused(workspace, tmp_path):
     spec.loader.exec_module(module)
     with pytest.raises(module.IntegrityError, match="does not match its SHA-256"):
         module.predict(w["Xf"])
+
+
+def test_script_and_bundle_of_a_classifier_without_predict_proba(workspace, tmp_path):
+    from sklearn.linear_model import RidgeClassifier
+
+    w = workspace
+    X, y = w["Xc"], np.asarray(load_coffee(set_output="polars")[1].to_series().to_numpy())
+    models = {f: RidgeClassifier(alpha=a).fit(X[m], y[m])
+              for (f, m), a in zip(_folds(len(X)).items(), (0.01, 1.0, 100.0))}
+    trace = ExecutionTrace([TraceStep(0, "sklearn.linear_model.RidgeClassifier", per_fold=models,
+                                      is_model=True)], task_type="classification")
+    chain_id = _save(w["store"], trace)
+    bundle = w["store"].export_chain(chain_id, tmp_path / "ridge.n4a")
+    script = w["store"].export_chain(chain_id, tmp_path / "ridge.n4a.py", format="n4a.py")
+    expected = w["store"].replay_chain(chain_id, X)
+    np.testing.assert_array_equal(predict(bundle, X), expected)
+    pq.write_table(pa.table({f"f{i}": X[:, i] for i in range(X.shape[1])}), tmp_path / "in.parquet")
+    _run_script(script, "in.parquet", "-o", "labels.csv", cwd=tmp_path)
+    with open(tmp_path / "labels.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert [r[0] for r in rows[1:]] == [str(v) for v in expected]
+    refused = subprocess.run([sys.executable, "-c", RUN_WITHOUT_N4A, str(script), "in.parquet",
+                              "--proba"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert refused.returncode != 0 and "no predict_proba" in refused.stderr

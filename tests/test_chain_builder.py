@@ -137,7 +137,6 @@ def _model(X, y):
     (lambda t: setattr(t.steps[0], "shared", StandardScaler()), "both a shared fitted object"),
     (lambda t: setattr(t, "fold_strategy", "shared"), "fold_strategy is 'shared'"),
     (lambda t: setattr(t.steps[1], "step_idx", 0), "strictly increasing"),
-    (lambda t: setattr(t, "task_type", "classification"), "no predict_proba"),
     (lambda t: setattr(t.steps[0], "per_fold", {f: object() for f in "012"}), "no transform()"),
 ])
 def test_invalid_traces_are_refused(store, data, mutate, message):
@@ -155,3 +154,17 @@ def test_per_fold_transformer_needs_per_fold_model(store, data):
                             TraceStep(1, PLS, shared=_model(X, y), is_model=True)])
     with pytest.raises(InvalidInputError, match="model step is shared"):
         ChainBuilder(trace, store).build()
+
+
+def test_classifier_without_predict_proba_is_accepted(store):
+    from sklearn.linear_model import RidgeClassifier
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(30, 6))
+    y = np.where(X[:, 0] > 0, "high", "low")
+    models = {f: RidgeClassifier().fit(X[m], y[m]) for f, m in _folds(len(X)).items()}
+    trace = ExecutionTrace([TraceStep(0, "sklearn.linear_model.RidgeClassifier", per_fold=models,
+                                      is_model=True)], task_type="classification")
+    kwargs = ChainBuilder(trace, store).build()
+    assert kwargs["steps"][0]["task_type"] == "classification"
+    assert sorted(kwargs["fold_artifacts"]) == ["0", "1", "2"]

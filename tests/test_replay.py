@@ -264,3 +264,38 @@ def test_hand_written_seed_format_chain(store, coffee):
                                rtol=0, atol=1e-12)
     np.testing.assert_array_equal(replay_chain(store, chain_id, X),
                                   models["0"].classes_[np.argmax(mean_proba, axis=1)])
+
+
+def test_majority_vote_breaks_ties_by_smallest_label():
+    from n4a_store.chains.engine import majority_vote
+
+    folds = [np.array(["b", "c", "a", "c"]), np.array(["a", "c", "b", "b"]),
+             np.array(["b", "a", "c", "a"]), np.array(["a", "a", "a", "b"])]
+    # sample 0: a,b tie 2-2 -> a; 1: a,c tie -> a; 2: a wins 2-1-1; 3: b,c,a -> b 2 votes
+    np.testing.assert_array_equal(majority_vote(folds), ["a", "a", "a", "b"])
+    np.testing.assert_array_equal(majority_vote([np.array([3, 1]), np.array([1, 3])]), [1, 1])
+
+
+def test_classifier_without_predict_proba_votes_over_folds(store, coffee):
+    from sklearn.linear_model import RidgeClassifier
+
+    X, y = coffee
+    snv = StandardNormalVariate().fit(X)
+    Z = snv.transform(X)
+    folds = folds_of(len(X), k=4)
+    models = {f: RidgeClassifier(alpha=a).fit(Z[m], y[m])
+              for (f, m), a in zip(folds.items(), (0.01, 1.0, 100.0, 1e4))}
+    trace = ExecutionTrace([
+        TraceStep(0, SNV, {}, shared=snv, stateless=True),
+        TraceStep(1, "sklearn.linear_model.RidgeClassifier", {}, per_fold=models, is_model=True),
+    ], task_type="classification")
+    chain_id = save(store, trace)
+    votes = np.stack([models[f].predict(Z) for f in sorted(models)])
+    expected = []
+    for column in votes.T:
+        labels, counts = np.unique(column, return_counts=True)
+        expected.append(labels[np.argmax(counts)])  # first of the sorted tied labels
+    np.testing.assert_array_equal(replay_chain(store, chain_id, X), expected)
+    with pytest.raises(InvalidInputError, match="RidgeClassifier.*no predict_proba"):
+        replay_chain(store, chain_id, X, proba=True)
+    assert load_chain_plan(store, chain_id).has_proba is False

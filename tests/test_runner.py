@@ -268,3 +268,24 @@ def test_parallel_worker_that_dies_fails_only_its_pipeline(tmp_path: Path, monke
         assert store.get_pipeline(dead.pipeline_id)["error"] == dead.error
         assert set(pipelines["pipeline_id"]) == {r.pipeline_id for r in summary.results}
         assert store.get_run(summary.run_id)["summary"]["n_failed"] == 1
+
+
+def test_classifier_without_predict_proba_completes_and_votes(tmp_path: Path):
+    config = CLASSIFICATION | {"cv": {"n_splits": 3, "seed": 0}, "pipeline": [
+        {"class": "chemotools.scatter.StandardNormalVariate"},
+        {"class": "sklearn.linear_model.RidgeClassifier", "params": {"alpha": 1.0}}]}
+    summary = run_sweep(config, tmp_path / "ws")
+    assert (summary.n_completed, summary.n_failed) == (1, 0), summary.failures
+    [result] = summary.results
+    cfg = load_sweep_config(config)
+    ds = load_sweep_datasets(cfg, expand_pipelines(cfg))[0]
+    with WorkspaceStore(tmp_path / "ws") as store:
+        preds = store.query_predictions(pipeline_id=result.pipeline_id)
+        avg = preds.filter(pl.col("fold_id") == "avg")
+        records = {row["partition"]: store.get_prediction(row["prediction_id"], load_arrays=True)
+                   for row in avg.iter_rows(named=True)}
+        assert records["val"]["y_proba"] is None and records["test"]["y_proba"] is None
+        stored = np.array(ds.classes, dtype=object)[records["test"]["y_pred"].astype(int)]
+        replayed = store.replay_chain(result.chain_id, ds.X_test)
+        assert list(replayed) == list(stored)  # the stored fold vote is what replay returns
+        assert records["test"]["test_score"] == pytest.approx(float(np.mean(replayed == ds.y_test)))

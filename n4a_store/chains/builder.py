@@ -194,10 +194,8 @@ def validate_trace(trace: ExecutionTrace) -> list[str]:
             obj = step.shared if has_shared else next(iter(step.per_fold.values()))
             if not callable(getattr(obj, "predict", None)):
                 raise InvalidInputError(f"{label}: fitted model has no predict() method")
-            if trace.task_type == "classification" and not callable(getattr(obj, "predict_proba", None)):
-                raise InvalidInputError(
-                    f"{label}: classification replay averages predict_proba over folds, but the "
-                    f"model has no predict_proba() method")
+            # Classification models without predict_proba are accepted: replay combines their
+            # folds by majority vote of predict() labels.
     model = steps[-1]
     fold_ids = sorted((str(k) for k in model.per_fold), key=_fold_sort_key)
     for step in steps[:-1]:

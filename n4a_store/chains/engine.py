@@ -13,7 +13,10 @@ Replay semantics:
 - Every fold model predicts on its own path; the predictions are averaged.
 - Classification averages the folds' ``predict_proba`` (columns aligned on the
   union of the folds' ``classes_``) and returns the label with the highest mean
-  probability.
+  probability. Classifiers without ``predict_proba`` (RidgeClassifier,
+  LinearSVC...) combine the folds' ``predict`` labels by majority vote; a tie
+  goes to the smallest tied label in sorted order (:func:`majority_vote`).
+  Such chains have no probabilities.
 - Steps flagged ``uses_wavelengths`` receive ``wavelengths=`` when given.
 """
 
@@ -53,6 +56,8 @@ class ReplayPlan:
         n_features_in: Number of input features the chain was fitted on, or ``None``.
         fold_ids: Fold ids whose models are averaged (``[None]`` for one shared model).
         classes: Class labels (classification), the column order of ``predict_proba``.
+        has_proba: True when the chain can give class probabilities (classification models
+            with ``predict_proba``); otherwise classification folds vote with ``predict``.
     """
 
     def __init__(self, chain: dict, load: ArtifactLoader) -> None:
@@ -115,23 +120,26 @@ class ReplayPlan:
         task = model_desc.get("task_type")
         if task is None:
             first = self.models[0].obj
-            task = "classification" if (hasattr(first, "classes_")
-                                        and callable(getattr(first, "predict_proba", None))) \
-                else "regression"
+            task = "classification" if hasattr(first, "classes_") else "regression"
         self.task_type = task
         self.classes: np.ndarray | None = None
         self._class_columns: list[np.ndarray] | None = None
+        self.has_proba = False
         if task == "classification":
             self._prepare_classes()
 
     def _prepare_classes(self) -> None:
         per_fold = []
+        self.has_proba = all(callable(getattr(m.obj, "predict_proba", None)) for m in self.models)
         for model in self.models:
             classes = getattr(model.obj, "classes_", None)
-            if classes is None or not callable(getattr(model.obj, "predict_proba", None)):
-                raise InvalidInputError(
-                    f"chain {self.chain_id!r}: classification model {model.label} has no "
-                    f"classes_/predict_proba")
+            if classes is None:
+                if self.has_proba:
+                    raise InvalidInputError(
+                        f"chain {self.chain_id!r}: classification model {model.label} has no "
+                        f"classes_")
+                self.classes = None  # labels come from the models' predict()
+                return
             per_fold.append(np.asarray(classes))
         if all(len(c) == len(per_fold[0]) and np.array_equal(c, per_fold[0]) for c in per_fold):
             self.classes = per_fold[0]
@@ -144,6 +152,8 @@ class ReplayPlan:
     def predict(self, X: Any, wavelengths: Any = None) -> np.ndarray:
         """Predicted values (regression) or labels (classification), averaged over folds."""
         if self.task_type == "classification":
+            if not self.has_proba:
+                return majority_vote(self._run(X, wavelengths, proba=False, labels=True))
             proba = self.predict_proba(X, wavelengths)
             return self.classes[np.argmax(proba, axis=1)]
         outputs = self._run(X, wavelengths, proba=False)
@@ -158,6 +168,13 @@ class ReplayPlan:
             raise InvalidInputError(
                 f"chain {self.chain_id!r} is a {self.task_type} chain; probabilities exist only "
                 f"for classification chains")
+        if not self.has_proba:
+            model = next(m for m in self.models
+                         if not callable(getattr(m.obj, "predict_proba", None)))
+            raise InvalidInputError(
+                f"chain {self.chain_id!r}: classification model {model.label} "
+                f"({type(model.obj).__name__}) has no predict_proba(); this chain gives labels "
+                f"only (its folds vote)")
         outputs = self._run(X, wavelengths, proba=True)
         if self._class_columns is not None:
             aligned = []
@@ -168,7 +185,8 @@ class ReplayPlan:
             outputs = aligned
         return outputs[0] if len(outputs) == 1 else np.mean(np.stack(outputs), axis=0)
 
-    def _run(self, X: Any, wavelengths: Any, proba: bool) -> list[np.ndarray]:
+    def _run(self, X: Any, wavelengths: Any, proba: bool,
+             labels: bool = False) -> list[np.ndarray]:
         X = self.check_input(X)
         if wavelengths is not None:
             wavelengths = np.asarray(wavelengths)
@@ -185,7 +203,7 @@ class ReplayPlan:
             for step in path:
                 Xf = _apply(step, "transform", Xf, wavelengths, self.chain_id)
             out = _apply(model, method, Xf, wavelengths, self.chain_id)
-            outputs.append(np.asarray(out, dtype=np.float64))
+            outputs.append(np.asarray(out) if labels else np.asarray(out, dtype=np.float64))
         return outputs
 
     def check_input(self, X: Any) -> np.ndarray:
@@ -208,6 +226,24 @@ class ReplayPlan:
                 f"X has {X.shape[1]} features but chain {self.chain_id!r} was fitted on "
                 f"{self.n_features_in}")
         return X
+
+
+def majority_vote(labels: list[Any]) -> np.ndarray:
+    """Combine per-fold label predictions (one 1-D array per fold) by majority vote.
+
+    Each sample gets the label most folds predicted; a tie goes to the smallest tied
+    label in sorted order (``np.unique`` order), so the result is deterministic.
+    """
+    stacked = np.stack([np.asarray(fold).reshape(-1) for fold in labels])
+    if stacked.shape[0] == 1:
+        return stacked[0]
+    values, codes = np.unique(stacked, return_inverse=True)
+    codes = np.asarray(codes).reshape(stacked.shape)
+    counts = np.zeros((stacked.shape[1], len(values)), dtype=np.int64)
+    rows = np.arange(stacked.shape[1])
+    for fold_codes in codes:
+        counts[rows, fold_codes] += 1
+    return values[np.argmax(counts, axis=1)]  # argmax: first (smallest) of the tied labels
 
 
 def _apply(step: _Step, method: str, X: Any, wavelengths: Any, chain_id: Any) -> Any:

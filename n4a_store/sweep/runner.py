@@ -388,7 +388,9 @@ def _save_predictions(store: Any, pipeline_id: str, chain_id: str, spec: Pipelin
     n_saved = 0
     n = ds.n_samples
     oof_pred = np.empty(n, dtype=ds.y.dtype if task == "classification" else np.float64)
-    oof_proba = np.zeros((n, len(ds.classes))) if task == "classification" else None
+    has_proba = task == "classification" and all(
+        "val" in fold.y_proba for fold in outcome.folds)  # False: classifier without predict_proba
+    oof_proba = np.zeros((n, len(ds.classes))) if has_proba else None
     test_preds, test_probas = [], []
     for fold in outcome.folds:
         truths = {"train": ds.y[fold.train_idx], "val": ds.y[fold.val_idx]}
@@ -418,10 +420,15 @@ def _save_predictions(store: Any, pipeline_id: str, chain_id: str, spec: Pipelin
         if task == "regression":
             test_pred = np.mean(test_preds, axis=0)
             test_proba = None
-        else:
+        elif has_proba:
             test_proba = np.mean(test_probas, axis=0)
             test_pred = np.asarray(ds.classes, dtype=object)[np.argmax(test_proba, axis=1)]
             test_pred = test_pred.astype(ds.y.dtype) if ds.y.dtype.kind != "O" else test_pred
+        else:  # the folds vote, exactly as replay does
+            from n4a_store.chains.engine import majority_vote
+
+            test_proba = None
+            test_pred = majority_vote(test_preds)
         avg_scores["test"] = score_partition(task, ds.y_test, test_pred)
         avg_truths["test"], avg_preds["test"] = ds.y_test, test_pred
         avg_probas["test"], avg_rows["test"] = test_proba, ds.test_rows
