@@ -168,3 +168,15 @@ def test_classifier_without_predict_proba_is_accepted(store):
     kwargs = ChainBuilder(trace, store).build()
     assert kwargs["steps"][0]["task_type"] == "classification"
     assert sorted(kwargs["fold_artifacts"]) == ["0", "1", "2"]
+
+
+def test_trace_wavelengths_are_stored_on_the_first_step(store, data):
+    X, y = data
+    trace = _per_fold_trace(X, y)
+    trace.wavelengths = np.linspace(900.0, 1700.0, X.shape[1])
+    steps = ChainBuilder(trace, store).build()["steps"]
+    assert steps[0]["input_wavelengths"] == pytest.approx(list(np.linspace(900.0, 1700.0, 12)))
+    assert "input_wavelengths" not in steps[1]
+    trace.wavelengths = [1.0, 2.0]
+    with pytest.raises(InvalidInputError, match="2 wavelengths but the first step was fitted on 12"):
+        ChainBuilder(trace, store).build()

@@ -112,6 +112,27 @@ def test_export_and_predict_with_a_bundle(swept: dict):
     assert refused.exit_code == 1 and "'glucose' is not a wavelength" in refused.output
 
 
+def test_predict_reorders_wavelength_columns_and_refuses_other_wavelengths(swept: dict):
+    ws, root = str(swept["ws"]), swept["root"]
+    bundle = root / "order.n4a"
+    assert _invoke("export", swept["top"][0]["chain_id"], "-w", ws, "-o", str(bundle)).exit_code == 0
+    ds = load_dataset("chemotools:fermentation")
+    X = ds.X_test[:8]
+    ordered = pl.DataFrame({f"{w:g}": X[:, i] for i, w in enumerate(ds.wavelengths)})
+    ordered.write_csv(root / "ordered.csv")
+    ordered.select(ordered.columns[::-1]).write_csv(root / "reversed.csv")
+    expected = pl.read_csv(_invoke("predict", str(bundle), str(root / "ordered.csv")).output.encode())
+    result = _invoke("predict", str(bundle), str(root / "reversed.csv"))
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(pl.read_csv(result.output.encode())["prediction"].to_numpy(),
+                               expected["prediction"].to_numpy(), rtol=1e-9)
+    shifted = pl.DataFrame({f"{w + 0.5:g}": X[:, i] for i, w in enumerate(ds.wavelengths)})
+    shifted.write_csv(root / "shifted.csv")
+    refused = _invoke("predict", str(bundle), str(root / "shifted.csv"))
+    assert refused.exit_code == 1
+    assert "wavelengths do not match" in refused.output and "428.5" in refused.output
+
+
 def test_maintenance_commands(swept: dict):
     ws = str(swept["ws"])
     gc = _invoke("gc", "-w", ws)

@@ -299,3 +299,23 @@ def test_classifier_without_predict_proba_votes_over_folds(store, coffee):
     with pytest.raises(InvalidInputError, match="RidgeClassifier.*no predict_proba"):
         replay_chain(store, chain_id, X, proba=True)
     assert load_chain_plan(store, chain_id).has_proba is False
+
+
+def test_chain_with_training_wavelengths_reorders_or_refuses_columns(store, fermentation):
+    X, y, wavelengths = fermentation
+    trace, direct = regression_chain(X, y)
+    trace.wavelengths = wavelengths.tolist()
+    chain_id = save(store, trace)
+    expected = direct(X[:10])
+    np.testing.assert_allclose(replay_chain(store, chain_id, X[:10], wavelengths=wavelengths),
+                               expected, rtol=1e-10)
+    order = np.random.default_rng(0).permutation(len(wavelengths))
+    shuffled = replay_chain(store, chain_id, X[:10, order], wavelengths=wavelengths[order])
+    np.testing.assert_allclose(shuffled, expected, rtol=1e-10)
+    rounded = replay_chain(store, chain_id, X[:10], wavelengths=np.round(wavelengths + 0.004, 2))
+    np.testing.assert_allclose(rounded, expected, rtol=1e-10)  # rounded column names still match
+    other = wavelengths.copy()
+    other[5] = 5000.0
+    with pytest.raises(InvalidInputError, match=r"not in training \[5000.0\], missing \[" +
+                       f"{wavelengths[5]}"):
+        replay_chain(store, chain_id, X[:10], wavelengths=other)

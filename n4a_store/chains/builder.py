@@ -18,6 +18,8 @@ Step descriptor (one dict per step, stored as JSON in the chain)::
         "is_model": False,
         "uses_wavelengths": False,
         "n_features_in": 700 | None,         # what the step was fitted on, when known
+        "input_wavelengths": [908.1, ...],   # first step only, when the trace knows its
+                                             # training wavelength axis (column order)
         "task_type": "regression",           # model step only
     }
 
@@ -82,6 +84,9 @@ class ChainBuilder:
                 descriptor["task_type"] = self.trace.task_type
                 model_folds = dict(descriptor["fold_artifacts"])
             descriptors.append(descriptor)
+        wavelengths = _wavelength_axis(self.trace.wavelengths, descriptors[0]["n_features_in"])
+        if wavelengths is not None:
+            descriptors[0]["input_wavelengths"] = wavelengths
         model = steps[-1]
         return {
             "steps": descriptors,
@@ -241,6 +246,23 @@ def json_safe(value: Any) -> Any:
         return f"{value.__module__}.{value.__qualname__}"
     cls = type(value)
     return {"__class__": f"{cls.__module__}.{cls.__qualname__}", "repr": repr(value)}
+
+
+def _wavelength_axis(wavelengths: Any, n_features_in: int | None) -> list[float] | None:
+    """The trace's wavelengths as a list of finite floats, checked against the input width."""
+    if wavelengths is None:
+        return None
+    try:
+        values = [float(v) for v in wavelengths]
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(f"trace wavelengths must be numbers: {error}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidInputError("trace wavelengths must be finite numbers")
+    if n_features_in is not None and len(values) != n_features_in:
+        raise InvalidInputError(
+            f"trace has {len(values)} wavelengths but the first step was fitted on "
+            f"{n_features_in} features")
+    return values
 
 
 def _n_features_in(obj: Any) -> int | None:

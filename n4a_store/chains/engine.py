@@ -18,6 +18,11 @@ Replay semantics:
   goes to the smallest tied label in sorted order (:func:`majority_vote`).
   Such chains have no probabilities.
 - Steps flagged ``uses_wavelengths`` receive ``wavelengths=`` when given.
+- A chain that recorded its training wavelength axis (``input_wavelengths`` on
+  its first step) checks the caller's ``wavelengths``: the same values in
+  another order reorder X's columns to the training order; other values raise
+  :class:`InvalidInputError` naming the first differences. Values match within 5 %
+  of the training axis' smallest spacing (so rounded column names still match).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class ReplayPlan:
         chain_id: Id of the chain the plan was compiled from.
         task_type: ``"regression"`` or ``"classification"``.
         n_features_in: Number of input features the chain was fitted on, or ``None``.
+        input_wavelengths: The training wavelength axis (column order), or ``None``.
         fold_ids: Fold ids whose models are averaged (``[None]`` for one shared model).
         classes: Class labels (classification), the column order of ``predict_proba``.
         has_proba: True when the chain can give class probabilities (classification models
@@ -71,6 +77,8 @@ class ReplayPlan:
             raise InvalidInputError(
                 f"chain {self.chain_id!r}: model step {model_idx} is not the last step")
         self.n_features_in = steps[0].get("n_features_in")
+        axis = steps[0].get("input_wavelengths")
+        self.input_wavelengths = None if axis is None else np.asarray(axis, dtype=np.float64)
         fold_artifacts = dict(chain.get("fold_artifacts") or {})
         shared_artifacts = dict(chain.get("shared_artifacts") or {})
 
@@ -194,6 +202,8 @@ class ReplayPlan:
                 raise InvalidInputError(
                     f"wavelengths must be 1-D with one value per feature ({X.shape[1]}), "
                     f"got shape {wavelengths.shape}")
+            if self.input_wavelengths is not None:
+                X, wavelengths = self.align_columns(X, wavelengths)
         for step in self.prefix:
             X = _apply(step, "transform", X, wavelengths, self.chain_id)
         method = "predict_proba" if proba else "predict"
@@ -205,6 +215,41 @@ class ReplayPlan:
             out = _apply(model, method, Xf, wavelengths, self.chain_id)
             outputs.append(np.asarray(out) if labels else np.asarray(out, dtype=np.float64))
         return outputs
+
+    def align_columns(self, X: np.ndarray, wavelengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Put X's columns in the training wavelength order.
+
+        Returns ``(X, wavelengths)`` unchanged when they already follow the training axis,
+        reordered when they hold the same wavelengths in another order.
+
+        Raises:
+            InvalidInputError: the wavelengths are not the training wavelengths.
+        """
+        train = self.input_wavelengths
+        if wavelengths.shape == train.shape and np.array_equal(wavelengths, train):
+            return X, wavelengths  # the usual case: nothing to do
+        try:
+            given = wavelengths.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"wavelengths must be numbers, got dtype {wavelengths.dtype}") from None
+        if given.shape != train.shape:
+            raise InvalidInputError(
+                f"chain {self.chain_id!r} was trained on {train.shape[0]} wavelengths, "
+                f"got {given.shape[0]}")
+        given_order, train_order = np.argsort(given, kind="stable"), np.argsort(train, kind="stable")
+        tolerance = _wavelength_tolerance(train)
+        if np.allclose(given[given_order], train[train_order], rtol=0.0, atol=tolerance):
+            columns = np.empty_like(given_order)
+            columns[train_order] = given_order  # column of X holding each training wavelength
+            return X[:, columns], train
+        unknown = [float(v) for v in given if not np.any(np.abs(train - v) <= tolerance)]
+        missing = [float(v) for v in train if not np.any(np.abs(given - v) <= tolerance)]
+        raise InvalidInputError(
+            f"wavelengths do not match the {train.shape[0]} wavelengths chain {self.chain_id!r} "
+            f"was trained on ({train[0]:g} .. {train[-1]:g}): not in training {unknown[:3]}"
+            f"{' ...' if len(unknown) > 3 else ''}, missing {missing[:3]}"
+            f"{' ...' if len(missing) > 3 else ''}")
 
     def check_input(self, X: Any) -> np.ndarray:
         """Return X as a 2-D numeric numpy array with the fitted number of features."""
@@ -226,6 +271,15 @@ class ReplayPlan:
                 f"X has {X.shape[1]} features but chain {self.chain_id!r} was fitted on "
                 f"{self.n_features_in}")
         return X
+
+
+def _wavelength_tolerance(axis: np.ndarray) -> float:
+    """How far a wavelength may be from a training one and still be that one: 5 % of the
+    axis' smallest spacing (rounded column names still match; neighbours never do)."""
+    scale = 1e-6 * max(1.0, float(np.max(np.abs(axis)))) if axis.size else 1e-6
+    steps = np.diff(np.sort(axis))
+    steps = steps[steps > 0]
+    return max(scale, 0.05 * float(steps.min())) if steps.size else scale
 
 
 def majority_vote(labels: list[Any]) -> np.ndarray:

@@ -50,6 +50,9 @@ class ExecutionTrace:
         task_type: ``"regression"`` or ``"classification"``.
         branch_path: Branch indices for branching pipelines.
         source_index: Source index for multi-source pipelines.
+        wavelengths: The training wavelength axis, one value per input feature in column
+            order, or ``None`` when unknown. Replay uses it to put the columns of new data
+            in this order (or refuse data measured on other wavelengths).
     """
 
     steps: list[TraceStep]
@@ -57,3 +60,4 @@ class ExecutionTrace:
     task_type: str = "regression"
     branch_path: list[int] | None = None
     source_index: int | None = None
+    wavelengths: list[float] | None = None

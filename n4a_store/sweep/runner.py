@@ -322,7 +322,7 @@ def _train_and_record(store: Any, pipeline_id: str, spec: PipelineSpec, ds: Spec
         finally:  # a failed pipeline keeps its log: the warnings often explain the failure
             _log_warnings(store, pipeline_id, caught)
     _log_steps(store, pipeline_id, outcome)
-    chain_kwargs = ChainBuilder(_trace(outcome, ds.task_type), store).build()
+    chain_kwargs = ChainBuilder(_trace(outcome, ds.task_type, ds.wavelengths), store).build()
     chain_id = store.save_chain(pipeline_id, **chain_kwargs)
     preprocessings = chain_kwargs.get("preprocessings", spec.preprocessings)
     best_val, best_test, n = _save_predictions(store, pipeline_id, chain_id, spec, ds, outcome,
@@ -330,7 +330,8 @@ def _train_and_record(store: Any, pipeline_id: str, spec: PipelineSpec, ds: Spec
     return chain_id, best_val, best_test, n
 
 
-def _trace(outcome: TrainingOutcome, task_type: str) -> ExecutionTrace:
+def _trace(outcome: TrainingOutcome, task_type: str,
+           wavelengths: np.ndarray | None = None) -> ExecutionTrace:
     from n4a_store.chains.trace import ExecutionTrace, TraceStep
 
     steps = []
@@ -343,7 +344,9 @@ def _trace(outcome: TrainingOutcome, task_type: str) -> ExecutionTrace:
                                params=rec.params, shared=shared, per_fold=per_fold,
                                stateless=rec.stateless, is_model=rec.is_model,
                                uses_wavelengths=rec.uses_wavelengths))
-    return ExecutionTrace(steps=steps, fold_strategy="per_fold", task_type=task_type)
+    axis = None if wavelengths is None else [float(v) for v in np.asarray(wavelengths)]
+    return ExecutionTrace(steps=steps, fold_strategy="per_fold", task_type=task_type,
+                          wavelengths=axis)
 
 
 def _log_steps(store: Any, pipeline_id: str, outcome: TrainingOutcome) -> None:
