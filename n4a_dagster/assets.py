@@ -10,7 +10,8 @@ Asset graph (group ``n4a``)::
   (key = ``PipelineSpec.key``).
 * ``pipeline``/``chain``/``prediction_arrays`` are one multi-asset partitioned by
   (dataset, pipeline): each partition trains one pipeline on one dataset. Materializing a
-  partition again replaces what it wrote before in the same run.
+  partition again replaces what it wrote before in the same run once the new pipeline has
+  completed; a failed attempt keeps the earlier completed pipeline.
 * ``leaderboard`` completes the store run and ranks its pipelines; ``model_bundle`` exports
   the best chain (or a configured one) as a ``.n4a`` bundle, only when asked.
 
@@ -69,6 +70,7 @@ from .resources import N4AStoreResource, N4ASweepResource
 from .sweep_steps import (
     begin_store_run,
     dataset_metadata,
+    failure_message,
     finish_run,
     leaderboard_metadata,
     pipeline_metadata,
@@ -158,7 +160,12 @@ def sweep_run(context: AssetExecutionContext, n4a_store: N4AStoreResource,
 )
 def pipeline_partition(context: AssetExecutionContext, sweep_run: dict[str, Any],
                        n4a_store: N4AStoreResource, n4a_sweep: N4ASweepResource):
-    """Run the partition's pipeline through the sweep runner, replacing its earlier records."""
+    """Run the partition's pipeline through the sweep runner, replacing its earlier records.
+
+    A failed attempt keeps the partition's earlier completed pipeline (if any): only the
+    ``pipeline`` output is materialized, with ``n4a/status=failed`` and
+    ``n4a/kept_previous_pipeline_id``.
+    """
     keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     dataset_name, pipeline_key = keys[DATASET_DIM], keys[PIPELINE_DIM]
     cfg = n4a_sweep.load()
@@ -170,7 +177,9 @@ def pipeline_partition(context: AssetExecutionContext, sweep_run: dict[str, Any]
     yield Output({"pipeline_id": outcome.pipeline_id, "run_id": outcome.run_id},
                  output_name="pipeline", metadata=pipeline_metadata(outcome, workspace))
     if outcome.status != "completed" or not outcome.chain_id:
-        context.log.warning(f"pipeline {spec.name} failed on {ds.name}: {outcome.error}")
+        # chain and prediction_arrays are not re-materialized: their latest materializations
+        # still name the kept earlier pipeline's chain and arrays (or none), which exist.
+        context.log.warning(failure_message(outcome, spec.name))
         return
     yield Output(StoredChain(outcome.chain_id, str(workspace)), output_name="chain")
     yield Output(PredictionArraysRef(dataset_name=ds.name, prediction_ids=outcome.prediction_ids,

@@ -65,6 +65,7 @@ from .sweep_steps import (
     begin_store_run,
     chain_metadata,
     dataset_metadata,
+    failure_message,
     finish_run,
     leaderboard_metadata,
     pipeline_metadata,
@@ -161,13 +162,17 @@ def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4ASto
             for event in partition_events(store, outcome):
                 context.log_event(event)
             if outcome.status != "completed":
-                context.log.warning(f"pipeline {spec.name} failed on {ds.name}: {outcome.error}")
+                context.log.warning(failure_message(outcome, spec.name))
             outcomes.append(asdict(outcome))
     return {"run_id": task["run_id"], "outcomes": outcomes}
 
 
 def partition_events(store: Any, outcome: Any) -> list[AssetMaterialization]:
-    """Materializations of one partition: its pipeline, and its chain and arrays if it completed."""
+    """Materializations of one partition: its pipeline, and its chain and arrays if it completed.
+
+    A failed attempt that kept an earlier completed pipeline materializes the pipeline only (naming
+    the kept one); the chain and arrays keep their latest materializations, which name it too.
+    """
     partition = pipeline_partition_key(outcome.dataset_name, outcome.pipeline_key)
     events = [AssetMaterialization(asset_key=PIPELINE, partition=partition,
                                    metadata=pipeline_metadata(outcome, store.workspace_path))]

@@ -43,6 +43,8 @@ META_CHAIN_ID = "n4a/chain_id"
 META_PREDICTION_IDS = "n4a/prediction_ids"
 META_DATASET = "n4a/dataset"
 META_STATUS = "n4a/status"
+#: On a failed re-materialization: the earlier completed pipeline the partition still holds.
+META_KEPT_PREVIOUS = "n4a/kept_previous_pipeline_id"
 
 _UNSAFE_KEY_CHARS = re.compile(r"[|,\[\]]|\.\.\.")
 

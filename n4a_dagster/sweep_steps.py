@@ -24,6 +24,7 @@ from .keys import (
     DATASETS_PARTITIONS,
     META_CHAIN_ID,
     META_DATASET,
+    META_KEPT_PREVIOUS,
     META_PIPELINE_ID,
     META_PREDICTION_IDS,
     META_RUN_ID,
@@ -188,27 +189,61 @@ def run_partition(store: WorkspaceStore, run_id: str, cfg: SweepConfig, spec: Pi
                   ds: SpectraDataset) -> PipelineOutcome:
     """Train one expanded pipeline on one dataset under ``run_id``, replacing earlier attempts.
 
-    The pipelines this partition wrote before in the same run (an earlier materialization or a
-    retried step) are deleted once the new one is recorded, so the run never holds two
-    pipelines for one partition.
+    The run keeps one pipeline per partition:
+
+    * the new attempt completed: the pipelines this partition wrote before in the same run (an
+      earlier materialization or a retried step) are deleted, only now that the new one is
+      recorded;
+    * the new attempt failed and the partition has an earlier completed pipeline: that one
+      stays (the outcome names it as ``kept_previous_pipeline_id``, with the new attempt's
+      status and error) and the failed attempt is deleted;
+    * the new attempt failed and nothing earlier completed: the failed attempt replaces the
+      earlier failed ones.
     """
     from n4a_store.sweep import run_pipeline
 
     earlier = partition_pipeline_ids(store, run_id, ds.name, spec.key)
     result = run_pipeline(store, run_id, spec, ds, cfg)
-    for pipeline_id in earlier:
+    kept = None
+    if result.status != "completed" and earlier:
+        kept = _latest_completed(store, earlier)
+    attempt_id = str(result.pipeline_id) if result.pipeline_id else None
+    survivor = kept or attempt_id or ""
+    replaced = [pid for pid in earlier if pid != survivor]
+    for pipeline_id in [*replaced, *([attempt_id] if kept and attempt_id else [])]:
         store.delete_pipeline(pipeline_id)
     prediction_ids: list[str] = []
+    chain_id = result.chain_id
     if result.status == "completed" and result.pipeline_id:
         prediction_ids = store.query_predictions(
             pipeline_id=result.pipeline_id)["prediction_id"].to_list()
+    elif kept:
+        chains = store.get_chains_for_pipeline(kept)
+        chain_id = chains["chain_id"][0] if chains.height else None
     return PipelineOutcome(
         run_id=run_id, dataset_name=ds.name, pipeline_key=spec.key, pipeline_name=spec.name,
-        pipeline_id=str(result.pipeline_id), status=result.status, chain_id=result.chain_id,
+        pipeline_id=survivor, status=result.status, chain_id=chain_id,
         prediction_ids=prediction_ids, best_val=result.best_val, best_test=result.best_test,
         metric=result.metric, duration_ms=result.duration_ms, error=result.error,
-        replaced_pipeline_ids=earlier,
+        replaced_pipeline_ids=replaced, kept_previous_pipeline_id=kept,
+        failed_attempt_pipeline_id=attempt_id if kept else None,
     )
+
+
+def _latest_completed(store: WorkspaceStore, pipeline_ids: list[str]) -> str | None:
+    """The last (creation order) of ``pipeline_ids`` whose pipeline completed, if any."""
+    completed = [pid for pid in pipeline_ids
+                 if (store.get_pipeline(pid) or {}).get("status") == "completed"]
+    return completed[-1] if completed else None
+
+
+def failure_message(outcome: PipelineOutcome, pipeline_name: str) -> str:
+    """The warning logged for a failed attempt, saying which earlier pipeline it kept."""
+    message = f"pipeline {pipeline_name} failed on {outcome.dataset_name}: {outcome.error}"
+    if outcome.kept_previous_pipeline_id:
+        message += (f"; the partition keeps its earlier completed pipeline "
+                    f"{outcome.kept_previous_pipeline_id}")
+    return message
 
 
 def pipeline_metadata(outcome: PipelineOutcome, workspace: Path) -> dict[str, Any]:
@@ -233,6 +268,9 @@ def pipeline_metadata(outcome: PipelineOutcome, workspace: Path) -> dict[str, An
         meta["error"] = MetadataValue.text(outcome.error[:2000])
     if outcome.replaced_pipeline_ids:
         meta["replaced_pipeline_ids"] = MetadataValue.json(outcome.replaced_pipeline_ids)
+    if outcome.kept_previous_pipeline_id:
+        meta[META_KEPT_PREVIOUS] = outcome.kept_previous_pipeline_id
+        meta["failed_attempt_pipeline_id"] = outcome.failed_attempt_pipeline_id or ""
     return meta
 
 

@@ -1,11 +1,14 @@
-"""Helpers for testing n4a Dagster code: a tiny real sweep config on chemotools data."""
+"""Helpers for testing n4a Dagster code: a tiny real sweep config on chemotools data, and a
+model whose fit can be switched to fail."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
+from sklearn.cross_decomposition import PLSRegression
 
 
 def tiny_sweep_config(
@@ -39,3 +42,21 @@ def tiny_sweep_config(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+#: Set this environment variable (to anything non-empty) to make :class:`SwitchableFailPLS` fail.
+FAIL_FIT_ENV = "N4A_TEST_FAIL_FIT"
+
+
+class SwitchableFailPLS(PLSRegression):
+    """PLSRegression whose ``fit`` raises while env ``N4A_TEST_FAIL_FIT`` is set.
+
+    Lets a test make the same pipeline partition (same config, same partition key) succeed,
+    then fail, then succeed again.
+    """
+
+    def fit(self, X: Any, y: Any = None) -> Any:
+        """Fit like PLSRegression, or raise RuntimeError while the switch is on."""
+        if os.environ.get(FAIL_FIT_ENV):
+            raise RuntimeError(f"fit failed on purpose ({FAIL_FIT_ENV} is set)")
+        return super().fit(X, y)

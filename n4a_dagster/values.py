@@ -91,3 +91,7 @@ class PipelineOutcome:
     duration_ms: int | None
     error: str | None
     replaced_pipeline_ids: list[str] = field(default_factory=list)
+    #: A failed attempt that left the partition's earlier completed pipeline in place: its id
+    #: (also ``pipeline_id``), and the id the deleted failed attempt had.
+    kept_previous_pipeline_id: str | None = None
+    failed_attempt_pipeline_id: str | None = None
