@@ -199,6 +199,9 @@ def run_partition(store: WorkspaceStore, run_id: str, cfg: SweepConfig, spec: Pi
       status and error) and the failed attempt is deleted;
     * the new attempt failed and nothing earlier completed: the failed attempt replaces the
       earlier failed ones.
+
+    When the run was already completed (its leaderboard was materialized), its stored summary
+    is recomputed so it never names a replaced pipeline.
     """
     from n4a_store.sweep import run_pipeline
 
@@ -220,6 +223,7 @@ def run_partition(store: WorkspaceStore, run_id: str, cfg: SweepConfig, spec: Pi
     elif kept:
         chains = store.get_chains_for_pipeline(kept)
         chain_id = chains["chain_id"][0] if chains.height else None
+    refresh_run_summary(store, run_id)
     return PipelineOutcome(
         run_id=run_id, dataset_name=ds.name, pipeline_key=spec.key, pipeline_name=spec.name,
         pipeline_id=survivor, status=result.status, chain_id=chain_id,
@@ -235,6 +239,24 @@ def _latest_completed(store: WorkspaceStore, pipeline_ids: list[str]) -> str | N
     completed = [pid for pid in pipeline_ids
                  if (store.get_pipeline(pid) or {}).get("status") == "completed"]
     return completed[-1] if completed else None
+
+
+def refresh_run_summary(store: WorkspaceStore, run_id: str) -> bool:
+    """Recompute the stored summary of a run that is already completed; False if it is not.
+
+    A partition re-materialized after the leaderboard closed the run changes its pipelines;
+    this keeps ``get_run(run_id)["summary"]`` (counts, best pipeline per dataset) in step. The
+    run's original ``duration_s`` is kept.
+    """
+    from n4a_store.sweep.runner import sweep_summary_dict
+
+    record = store.get_run(run_id)
+    if record is None or record.get("status") != "completed":
+        return False
+    previous = record.get("summary") or {}
+    duration_s = float(previous.get("duration_s") or 0.0)
+    store.complete_run(run_id, sweep_summary_dict(store_results(store, run_id), duration_s))
+    return True
 
 
 def failure_message(outcome: PipelineOutcome, pipeline_name: str) -> str:

@@ -1,5 +1,6 @@
 """Re-materializing a pipeline partition: a failed attempt keeps the earlier good pipeline, a
-successful one replaces it, and the chain and arrays assets always name ids in the store."""
+successful one replaces it, the chain and arrays assets always name ids in the store, and a run
+the leaderboard already closed gets its summary refreshed."""
 
 from __future__ import annotations
 
@@ -136,6 +137,11 @@ def test_rematerialization_replaces_only_after_success(tmp_path, monkeypatch):
             _assert_assets_name_stored_ids(instance, store, part)
             chain = store.get_chain(latest_store_ids(instance, CHAIN, part)["n4a/chain_id"])
             assert chain["pipeline_id"] == new["n4a/pipeline_id"]
+            # 3. the run the leaderboard closed has a summary naming the new pipeline
+            run_record = store.get_run(run_id)
+            assert run_record["status"] == "completed"
+            assert run_record["summary"]["best"][DATASET_NAME]["pipeline_id"] == new["n4a/pipeline_id"]
+            assert run_record["summary"]["n_pipelines"] == 1
 
         # 4. a new run whose only attempts fail: one failed pipeline; the chain asset still
         # names the previous run's chain, which is still stored
