@@ -1,11 +1,15 @@
 """Maintenance sensors: request a compaction or a gc run when the workspace needs one.
 
 Both sensors keep a JSON cursor holding the fingerprint of the store state they
-last acted on. A state that was already requested (or already found under the
-thresholds) is skipped without a new run; the run key is the same fingerprint,
-so Dagster never launches two runs for one state either.
+last acted on and a request ``generation``. A state that was already requested
+(or already found under the thresholds) is skipped without a new run. Each
+request increments the generation and its run key is ``<kind>-<generation>-<state>``:
+Dagster launches one run per run key for a sensor's lifetime, so the same state
+coming back later (identical garbage after re-running the same sweep) still gets
+its run, while a tick evaluated twice with the same cursor repeats its key and
+is deduplicated. Without a cursor (first tick, or a reset) the generation starts
+at the number of runs the sensor has launched.
 """
-
 
 import hashlib
 import json
@@ -15,15 +19,18 @@ from collections.abc import Callable
 from typing import Any
 
 from dagster import (
+    DagsterInvariantViolationError,
     DefaultSensorStatus,
     JobDefinition,
     RunConfig,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     sensor,
 )
+from dagster._core.storage.tags import SENSOR_NAME_TAG
 from dagster._utils.warnings import BetaWarning
 
 from .maintenance import CompactConfig, GcConfig
@@ -72,8 +79,26 @@ def read_cursor(context: SensorEvaluationContext) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _write_cursor(context: SensorEvaluationContext, state: str, requested: bool, summary: str) -> None:
-    context.update_cursor(json.dumps({"state": state, "requested": requested, "summary": summary}))
+def cursor_generation(context: SensorEvaluationContext, cursor: dict[str, Any],
+                      sensor_name: str) -> int:
+    """How many runs the sensor has requested: from the cursor, else from the instance's runs.
+
+    With no cursor (first tick, or a cursor reset in the UI) the count of runs launched under
+    ``sensor_name`` is used, so a new run key never repeats one Dagster already saw.
+    """
+    if "generation" in cursor:
+        return int(cursor["generation"])
+    try:
+        instance = context.instance
+    except DagsterInvariantViolationError:  # a context built without an instance
+        return 0
+    return instance.get_runs_count(RunsFilter(tags={SENSOR_NAME_TAG: sensor_name}))
+
+
+def _write_cursor(context: SensorEvaluationContext, state: str, requested: bool, summary: str,
+                  generation: int) -> None:
+    context.update_cursor(json.dumps({"state": state, "requested": requested, "summary": summary,
+                                      "generation": generation}))
 
 
 def compaction_candidates(
@@ -122,21 +147,23 @@ def build_compaction_sensor(
             stats = store.array_store.stats()
         due = compaction_candidates(stats, tombstones, files)
         cursor = read_cursor(context)
+        generation = cursor_generation(context, cursor, name)
         if not due:
             total_t = sum(int(e.get("tombstoned", 0)) for e in stats.values())
             most_files = max((int(e.get("files", 0)) for e in stats.values()), default=0)
             summary = (f"{len(stats)} dataset(s), {total_t} tombstoned rows, at most {most_files} "
                        f"files per dataset: under thresholds ({tombstones} rows, {files} files)")
-            _write_cursor(context, fingerprint(stats), False, summary)
+            _write_cursor(context, fingerprint(stats), False, summary, generation)
             return SkipReason(summary)
         state = fingerprint(due)
         if cursor.get("state") == state and cursor.get("requested"):
             return SkipReason(f"compaction of {sorted(due)} already requested for this state ({state})")
         summary = ", ".join(f"{n}: {e.get('tombstoned', 0)} tombstoned, {e.get('files', 0)} files"
                             for n, e in due.items())
-        _write_cursor(context, state, True, summary)
+        generation += 1
+        _write_cursor(context, state, True, summary, generation)
         return RunRequest(
-            run_key=f"compact-{state}",
+            run_key=f"compact-{generation}-{state}",
             run_config=RunConfig(ops={"compact_arrays_op": CompactConfig(datasets=sorted(due))}),
             tags={"n4a/reason": summary[:200]},
         )
@@ -176,15 +203,17 @@ def build_gc_sensor(
         size = int(stats.get("unreferenced_bytes", 0))
         state = fingerprint({"count": count, "bytes": size})
         summary = f"{count} unreferenced artifact(s), {size} bytes"
-        if count == 0 or (count < count_limit and size < bytes_limit):
-            _write_cursor(context, state, False, summary)
-            return SkipReason(f"{summary}: under thresholds ({count_limit} artifacts, {bytes_limit} bytes)")
         cursor = read_cursor(context)
+        generation = cursor_generation(context, cursor, name)
+        if count == 0 or (count < count_limit and size < bytes_limit):
+            _write_cursor(context, state, False, summary, generation)
+            return SkipReason(f"{summary}: under thresholds ({count_limit} artifacts, {bytes_limit} bytes)")
         if cursor.get("state") == state and cursor.get("requested"):
             return SkipReason(f"gc already requested for this state ({summary})")
-        _write_cursor(context, state, True, summary)
+        generation += 1
+        _write_cursor(context, state, True, summary, generation)
         return RunRequest(
-            run_key=f"gc-{state}",
+            run_key=f"gc-{generation}-{state}",
             run_config=RunConfig(ops={"gc_artifacts_op": GcConfig()}),
             tags={"n4a/reason": summary},
         )

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import yaml
 from dagster import RunConfig, RunRequest, SkipReason, build_sensor_context, instance_for_test
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from n4a_dagster.jobs import compact_job, export_job, gc_job, replay_job
 from n4a_dagster.keys import EXPORTS, REPLAY_PREDICTIONS
@@ -124,6 +125,61 @@ def test_gc_sensor_and_gc_job(workspace, instance, template):
     bytes_sensor = build_gc_sensor(gc_job, unreferenced_threshold=10**6, bytes_threshold=1)
     result, _ = _tick(bytes_sensor, instance, resource)
     assert isinstance(result, SkipReason)
+
+
+def _make_garbage(workspace, template) -> None:
+    """Reset ``workspace`` to the template and orphan the template run's artifacts."""
+    shutil.rmtree(workspace, ignore_errors=True)
+    shutil.copytree(template[0], workspace)
+    with WorkspaceStore(workspace) as store:
+        store.delete_run(template[1].run_id, delete_artifacts=False)
+
+
+def _make_tombstones(workspace, template) -> None:
+    """Reset ``workspace`` to the template and tombstone the same three prediction rows."""
+    shutil.rmtree(workspace, ignore_errors=True)
+    shutil.copytree(template[0], workspace)
+    with WorkspaceStore(workspace) as store:
+        doomed = store.query_predictions(partition="val").sort("prediction_id")
+        for prediction_id in doomed["prediction_id"].to_list()[:3]:
+            assert store.delete_prediction(prediction_id)
+
+
+@pytest.mark.parametrize("kind", ["gc", "compact"])
+def test_sensor_requests_a_repeated_state_again_with_a_new_run_key(kind, instance, template,
+                                                                   tmp_path):
+    """Dagster launches one run per run key for a sensor's lifetime: the same store state
+    coming back in a later episode (e.g. the same sweep re-run) must get a new key."""
+    name = f"{kind}_episodes_sensor_{tmp_path.name}"
+    if kind == "gc":
+        sensor = build_gc_sensor(gc_job, unreferenced_threshold=2, name=name)
+        job, make_state = gc_job, _make_garbage
+    else:
+        sensor = build_compaction_sensor(compact_job, tombstone_threshold=3, file_threshold=50,
+                                         name=name)
+        job, make_state = compact_job, _make_tombstones
+    workspace = tmp_path / "ws"
+    resource = N4AStoreResource(workspace=str(workspace))
+    cursor, keys = None, []
+    for _episode in range(2):
+        make_state(workspace, template)
+        request, cursor = _tick(sensor, instance, resource, cursor)
+        assert isinstance(request, RunRequest)
+        repeat, cursor = _tick(sensor, instance, resource, cursor)  # no duplicate in an episode
+        assert isinstance(repeat, SkipReason) and "already requested" in repeat.skip_message
+        keys.append(request.run_key)
+        run = job.execute_in_process(  # tagged as the sensor daemon tags the runs it launches
+            instance=instance, resources={"n4a_store": resource}, run_config=request.run_config,
+            tags={**request.tags, SENSOR_NAME_TAG: name, RUN_KEY_TAG: request.run_key})
+        assert run.success
+        done, cursor = _tick(sensor, instance, resource, cursor)
+        assert isinstance(done, SkipReason) and "already requested" not in done.skip_message
+    assert keys[0] != keys[1]
+    assert keys[0].split("-")[-1] == keys[1].split("-")[-1]  # the same state both times
+    # a reset cursor starts after the runs the sensor launched: still no repeated key
+    make_state(workspace, template)
+    request, _ = _tick(sensor, instance, resource, None)
+    assert isinstance(request, RunRequest) and request.run_key not in keys
 
 
 def _export(instance, resource, config: ExportConfig):
