@@ -14,6 +14,7 @@ this lock, such as the ``duckdb`` shell) are retried until the same deadline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -67,16 +68,24 @@ class Catalog:
 
     # -- public context managers -------------------------------------------------
     @contextmanager
-    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Yield a connection that sees every committed write."""
+    def _lease(self, mode: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Hold the connection in ``mode`` ("r" or "w") for the duration of the block."""
         with self._mutex:
-            con = self._ensure("r")
+            con = self._ensure(mode)
             self._depth += 1
             try:
                 yield con
             finally:
                 self._depth -= 1
                 self._after_use()
+
+    def reading(self) -> "contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]":
+        """Yield a connection that sees every committed write."""
+        return self._lease("r")
+
+    def exclusive(self) -> "contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]":
+        """Yield a read-write connection with no transaction opened (for VACUUM, DDL)."""
+        return self._lease("w")
 
     @contextmanager
     def writing(
@@ -87,34 +96,16 @@ class Catalog:
         ``after_commit`` runs after COMMIT while the exclusive lock is still held
         (used to remove files whose catalog rows the transaction deleted).
         """
-        with self._mutex:
-            con = self._ensure("w")
-            self._depth += 1
-            try:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    yield con
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")
-                if after_commit is not None:
-                    after_commit()
-            finally:
-                self._depth -= 1
-                self._after_use()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Yield a read-write connection with no transaction opened (for VACUUM, DDL)."""
-        with self._mutex:
-            con = self._ensure("w")
-            self._depth += 1
+        with self._lease("w") as con:
+            con.execute("BEGIN TRANSACTION")
             try:
                 yield con
-            finally:
-                self._depth -= 1
-                self._after_use()
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+            if after_commit is not None:
+                after_commit()
 
     def release(self) -> None:
         """End the lease now: close the connection and release the lock."""
