@@ -6,9 +6,7 @@ that the asset checks produce when run from the UI.
 """
 
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagster import (
@@ -20,6 +18,8 @@ from dagster import (
     MetadataValue,
     asset_check,
 )
+
+from n4a_store.bundles.layout import chain_artifact_ids
 
 from .keys import META_RUN_ID, PREDICTION_ARRAYS, SWEEP_RUN
 from .lineage import latest_run_id
@@ -75,35 +75,12 @@ def verify_prediction_arrays(store: "WorkspaceStore", run_id: str) -> CheckOutco
     return CheckOutcome(True, f"all {checked} predictions have their arrays", metadata)
 
 
-def chain_artifact_ids(chain: dict[str, Any]) -> set[str]:
-    """Every artifact id a chain row refers to (steps, per-fold, shared)."""
-    ids: set[str] = set()
-    for step in chain.get("steps") or []:
-        if step.get("artifact_id"):
-            ids.add(step["artifact_id"])
-        for key in ("fold_artifact_ids", "fold_artifacts"):
-            per_fold = step.get(key)
-            if isinstance(per_fold, dict):
-                ids.update(v for v in per_fold.values() if isinstance(v, str))
-    ids.update(v for v in (chain.get("fold_artifacts") or {}).values() if isinstance(v, str))
-    ids.update(v for v in (chain.get("shared_artifacts") or {}).values() if isinstance(v, str))
-    return ids
-
-
 def run_chain_ids(store: "WorkspaceStore", run_id: str) -> list[str]:
     """Chain ids of every pipeline of ``run_id``."""
     chain_ids: list[str] = []
     for pipeline_id in store.list_pipelines(run_id=run_id)["pipeline_id"].to_list():
         chain_ids.extend(store.get_chains_for_pipeline(pipeline_id)["chain_id"].to_list())
     return chain_ids
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_run_artifacts(store: "WorkspaceStore", run_id: str) -> CheckOutcome:
@@ -113,23 +90,9 @@ def verify_run_artifacts(store: "WorkspaceStore", run_id: str) -> CheckOutcome:
     for chain_id in chain_ids:
         chain = store.get_chain(chain_id)
         if chain is not None:
-            artifact_ids |= chain_artifact_ids(chain)
-    problems: dict[str, str] = {}
-    total_bytes = 0
-    for artifact_id in sorted(artifact_ids):
-        row = store.get_artifact(artifact_id)
-        if row is None:
-            problems[artifact_id] = "not in the catalog"
-            continue
-        path = Path(store.get_artifact_path(artifact_id))
-        if not path.is_file():
-            problems[artifact_id] = f"file missing: {path}"
-            continue
-        actual = _sha256(path)
-        if actual != artifact_id or actual != row.get("content_hash", actual):
-            problems[artifact_id] = f"hash mismatch: file hashes to {actual[:16]}..."
-            continue
-        total_bytes += path.stat().st_size
+            artifact_ids.update(chain_artifact_ids(chain))
+    problems = store.verify_artifacts(sorted(artifact_ids))
+    total_bytes = store.artifact_stats(sorted(artifact_ids - set(problems)))["bytes"]
     metadata = {
         META_RUN_ID: run_id, "chains_checked": len(chain_ids),
         "artifacts_checked": len(artifact_ids), "artifact_bytes": total_bytes,

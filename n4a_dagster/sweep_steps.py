@@ -298,7 +298,7 @@ def pipeline_metadata(outcome: PipelineOutcome, workspace: Path) -> dict[str, An
 
 def chain_metadata(store: WorkspaceStore, chain_id: str) -> dict[str, Any]:
     """UI metadata of a stored chain: ids, model, preprocessing, artifact paths and sizes."""
-    from .checks import chain_artifact_ids
+    from n4a_store.bundles.layout import chain_artifact_ids
 
     chain = store.get_chain(chain_id)
     if chain is None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from n4a_store.bundles.jsonable import json_ready
+from n4a_store.catalog.columns import decode_json_columns
 from n4a_store.errors import InvalidInputError, MissingParentError
+from n4a_store.fileio import atomic_path, write_atomic
 
 __all__ = ["export_pipeline_config", "export_predictions_parquet", "export_run"]
 
@@ -43,7 +43,7 @@ def export_pipeline_config(store: Any, pipeline_id: str, output_path: str | Path
         except ValueError:
             pass
     text = json.dumps(json_ready(config), indent=2, sort_keys=False) + "\n"
-    return _write_atomic(Path(output_path), text.encode("utf-8"))
+    return write_atomic(Path(output_path), text.encode("utf-8"))
 
 
 def export_run(store: Any, run_id: str, output_path: str | Path) -> Path:
@@ -66,14 +66,14 @@ def export_run(store: Any, run_id: str, output_path: str | Path) -> Path:
     pipeline_docs = []
     for pipeline in pipelines:
         chains = store.get_chains_for_pipeline(pipeline["pipeline_id"]).to_dicts()
-        doc = {k: _maybe_json(v) for k, v in pipeline.items()}
-        doc["chains"] = [_chain_summary(c) for c in chains]
+        doc = decode_json_columns("pipelines", pipeline)
+        doc["chains"] = [_chain_summary(decode_json_columns("chains", c)) for c in chains]
         pipeline_docs.append(doc)
-    document = {"run": {k: _maybe_json(v) for k, v in run.items()},
+    document = {"run": run,
                 "best": best_pipeline(pipelines),
                 "pipelines": pipeline_docs}
     text = yaml.safe_dump(json_ready(document), sort_keys=False, allow_unicode=True)
-    return _write_atomic(Path(output_path), text.encode("utf-8"))
+    return write_atomic(Path(output_path), text.encode("utf-8"))
 
 
 def best_pipeline(pipelines: list[dict]) -> dict | None:
@@ -116,13 +116,8 @@ def export_predictions_parquet(store: Any, output_path: str | Path, *, with_arra
     if with_arrays:
         frame = _with_arrays(store, frame, pl)
     output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(output_path) as tmp:
         frame.write_parquet(tmp, compression="zstd")
-        os.replace(tmp, output_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return output_path
 
 
@@ -176,8 +171,8 @@ def _to_list(value: Any) -> Any:
 
 
 def _chain_summary(chain: dict) -> dict:
-    fold_artifacts = _maybe_json(chain.get("fold_artifacts")) or {}
-    steps = _maybe_json(chain.get("steps")) or []
+    fold_artifacts = chain.get("fold_artifacts") or {}
+    steps = chain.get("steps") or []
     return {
         "chain_id": chain.get("chain_id"),
         "model_class": chain.get("model_class"),
@@ -186,27 +181,7 @@ def _chain_summary(chain: dict) -> dict:
         "n_folds": len(fold_artifacts) or 1,
         "steps": [{"step_idx": s.get("step_idx"), "operator_class": s.get("operator_class"),
                    "params": s.get("params")} for s in steps if isinstance(s, dict)],
-        "branch_path": _maybe_json(chain.get("branch_path")),
+        "branch_path": chain.get("branch_path"),
         "source_index": chain.get("source_index"),
         "created_at": chain.get("created_at"),
     }
-
-
-def _maybe_json(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "{[":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -12,15 +12,14 @@ Names must be safe file names: 1-128 characters from letters, digits, ``_``,
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from n4a_store.bundles.jsonable import json_ready
 from n4a_store.errors import InvalidInputError, N4AError
+from n4a_store.fileio import write_atomic
 
 __all__ = ["PipelineLibrary", "TemplateNotFoundError"]
 
@@ -77,14 +76,7 @@ class PipelineLibrary:
             text = json.dumps(document, indent=2, allow_nan=False)
         except (TypeError, ValueError) as error:
             raise InvalidInputError(f"template {name!r} is not JSON-serialisable: {error}") from None
-        self.templates_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_text(text + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_atomic(path, (text + "\n").encode("utf-8"))
 
     def list_templates(self, category: str | None = None,
                        tags: list[str] | None = None) -> list[dict[str, Any]]:

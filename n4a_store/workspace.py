@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from .arrays.codec import normalize_record
 from .arrays.store import ArrayStore
 from .artifacts.files import ArtifactFiles, content_hash, serialize
 from .catalog import schema
@@ -37,8 +38,8 @@ from .catalog.columns import (
     PREDICTION_FILTERS,
     RANKABLE_COLUMNS,
     check_column,
+    decode_json_columns,
     finite_or_none,
-    from_json,
     int_or_none,
     to_json,
 )
@@ -46,6 +47,7 @@ from .catalog.connection import Catalog, first_row
 from .catalog.lock import WorkspaceLock
 from .catalog.pending import PendingArtifact, PendingWrites
 from .errors import (
+    ArtifactIntegrityError,
     ArtifactNotFoundError,
     InvalidInputError,
     MissingParentError,
@@ -54,13 +56,6 @@ from .errors import (
 if TYPE_CHECKING:
     import duckdb
 
-_JSON_COLUMNS = {
-    "runs": ("config", "datasets", "summary", "metadata"),
-    "pipelines": ("expanded_config", "generator_choices"),
-    "chains": ("steps", "fold_artifacts", "shared_artifacts", "branch_path"),
-    "predictions": ("scores", "best_params"),
-    "logs": ("details",),
-}
 # array_file / array_row are internal location hints, not part of query results
 _PREDICTION_SELECT = "* EXCLUDE (array_file, array_row)"
 _ARRAY_KEYS = ("y_true", "y_pred", "y_proba", "sample_indices", "weights")
@@ -303,7 +298,7 @@ class WorkspaceStore:
             self._pipelines.pop(pid, None)
         self._chains -= gone | dropped.chain_ids()
         for chain in dropped.chains:
-            for ref in chain_artifact_refs(self._chain_dict(chain)):
+            for ref in chain_artifact_refs(decode_json_columns("chains", chain)):
                 item = pending.artifacts.get(ref)
                 if item is not None:
                     item.claims -= 1
@@ -514,7 +509,7 @@ class WorkspaceStore:
 
             def update(con: "duckdb.DuckDBPyConnection") -> list[str]:
                 ids = self._delete_pipeline_rows(con, [pipeline_id], keep_logs=True)[1]
-                self._release_refs(con, [chain_artifact_refs(self._chain_dict(c)) for c in dropped.chains])
+                self._release_refs(con, [chain_artifact_refs(decode_json_columns("chains", c)) for c in dropped.chains])
                 con.execute(
                     "UPDATE pipelines SET status = 'failed', error = ?, completed_at = ? "
                     "WHERE pipeline_id = ?", [str(error), _now(), pipeline_id])
@@ -528,7 +523,6 @@ class WorkspaceStore:
         with self._lock:
             self._check_open()
             self._pipeline_info(pipeline_id)
-            self._commit()
 
             def delete(con: "duckdb.DuckDBPyConnection") -> tuple[int, list[str], list[tuple[str, str]]]:
                 count, ids = self._delete_pipeline_rows(con, [pipeline_id], keep_logs=False)
@@ -542,27 +536,14 @@ class WorkspaceStore:
             self.array_store.delete(ids)
             return count
 
-    def _chain_dict(self, row: dict[str, Any]) -> dict[str, Any]:
-        out = dict(row)
-        for key in _JSON_COLUMNS["chains"]:
-            if isinstance(out.get(key), str):
-                out[key] = from_json(out[key])
-        return out
-
     def _delete_pipeline_rows(
         self, con: "duckdb.DuckDBPyConnection", pipeline_ids: list[str], keep_logs: bool
     ) -> tuple[int, list[str]]:
         """Delete chains/predictions (and logs) of pipelines; release refs; return (rows, prediction ids)."""
-        chains = con.execute(
-            "SELECT fold_artifacts, shared_artifacts, steps, model_step_idx, chain_id FROM chains "
-            "WHERE list_contains(?, pipeline_id)", [pipeline_ids]).fetchall()
-        self._release_refs(con, [
-            chain_artifact_refs({
-                "fold_artifacts": from_json(f), "shared_artifacts": from_json(s),
-                "steps": from_json(st), "model_step_idx": m,
-            }) for f, s, st, m, _ in chains
-        ])
-        self._chains -= {c[4] for c in chains}
+        chains = _frame(con, "SELECT chain_id, fold_artifacts, shared_artifacts, steps, model_step_idx "
+                        "FROM chains WHERE list_contains(?, pipeline_id)", [pipeline_ids]).to_dicts()
+        self._release_refs(con, [chain_artifact_refs(decode_json_columns("chains", c)) for c in chains])
+        self._chains -= {c["chain_id"] for c in chains}
         ids = [r[0] for r in con.execute(
             "SELECT prediction_id FROM predictions WHERE list_contains(?, pipeline_id)",
             [pipeline_ids]).fetchall()]
@@ -645,7 +626,7 @@ class WorkspaceStore:
         """Retrieve a chain by its identifier (JSON fields decoded), or None."""
         with self._lock, self._read() as con:
             rows = _frame(con, "SELECT * FROM chains WHERE chain_id = ?", [chain_id]).to_dicts()
-        return self._decode("chains", rows[0]) if rows else None
+        return decode_json_columns("chains", rows[0]) if rows else None
 
     def get_chains_for_pipeline(self, pipeline_id: str) -> pl.DataFrame:
         """List all chains belonging to a pipeline."""
@@ -674,8 +655,6 @@ class WorkspaceStore:
         Arrays, when given, must include ``y_true`` and ``y_pred`` of equal
         length; they are validated before anything is buffered.
         """
-        from .arrays.codec import normalize_record
-
         _check_name(dataset_name, "dataset_name")
         _check_name(partition, "partition")
         prediction_id = _new_id()
@@ -791,6 +770,28 @@ class WorkspaceStore:
             fmt = self._artifact_format(artifact_id)
         return self._artifact_files.load(artifact_id, fmt)
 
+    def verify_artifacts(self, artifact_ids: list[str]) -> dict[str, str]:
+        """Check that artifacts are cataloged, on disk and hash to their ids.
+
+        Returns ``{artifact_id: problem}`` for the bad ones (empty when all are intact).
+        """
+        ids = sorted(set(artifact_ids))
+        with self._lock, self._read() as con:
+            formats = dict(con.execute(
+                "SELECT artifact_id, format FROM artifacts WHERE list_contains(?, artifact_id)",
+                [ids]).fetchall())
+        problems: dict[str, str] = {}
+        for artifact_id in ids:
+            fmt = formats.get(artifact_id)
+            if fmt is None:
+                problems[artifact_id] = "not in the catalog"
+                continue
+            try:
+                self._artifact_files.read_verified(artifact_id, fmt)
+            except (ArtifactNotFoundError, ArtifactIntegrityError) as error:
+                problems[artifact_id] = str(error)
+        return problems
+
     def get_artifact_path(self, artifact_id: str) -> Path:
         """Return the filesystem path of a stored artifact (committing it first if buffered)."""
         with self._lock:
@@ -824,18 +825,11 @@ class WorkspaceStore:
             self._maybe_autoflush()
 
     # -- queries ------------------------------------------------------------------------
-    @staticmethod
-    def _decode(table: str, row: dict[str, Any]) -> dict[str, Any]:
-        for key in _JSON_COLUMNS.get(table, ()):
-            if key in row:
-                row[key] = from_json(row[key])
-        return row
-
     def get_run(self, run_id: str) -> dict | None:
         """Retrieve a single run record (JSON fields decoded), or None."""
         with self._lock, self._read() as con:
             rows = _frame(con, "SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
-        return self._decode("runs", rows[0]) if rows else None
+        return decode_json_columns("runs", rows[0]) if rows else None
 
     def list_runs(
         self, status: str | None = None, dataset: str | None = None,
@@ -863,7 +857,7 @@ class WorkspaceStore:
         with self._lock, self._read() as con:
             rows = _frame(con, 
                 "SELECT * FROM pipelines WHERE pipeline_id = ?", [pipeline_id]).to_dicts()
-        return self._decode("pipelines", rows[0]) if rows else None
+        return decode_json_columns("pipelines", rows[0]) if rows else None
 
     def list_pipelines(
         self, run_id: str | None = None, dataset_name: str | None = None,
@@ -890,7 +884,7 @@ class WorkspaceStore:
             columns = [d[0] for d in con.description]
         if not rows:
             return None
-        record = self._decode("predictions", dict(zip(columns, rows[0])))
+        record = decode_json_columns("predictions", dict(zip(columns, rows[0])))
         file_name, row = record.pop("array_file"), record.pop("array_row")
         if load_arrays:
             arrays = (self.array_store.load_at(prediction_id, record["dataset_name"], file_name, row)
@@ -1068,7 +1062,6 @@ class WorkspaceStore:
         """
         with self._lock:
             self._check_open()
-            self._commit()
 
             def delete(con: "duckdb.DuckDBPyConnection") -> tuple[int, list[str], list[tuple[str, str]]]:
                 if first_row(con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id])) is None:
@@ -1093,7 +1086,6 @@ class WorkspaceStore:
         """Delete a single prediction and its arrays; False if it did not exist."""
         with self._lock:
             self._check_open()
-            self._commit()
             deleted = self._commit(lambda con: first_row(con.execute(
                 "DELETE FROM predictions WHERE prediction_id = ?", [prediction_id]))[0])
         if deleted:
@@ -1104,18 +1096,22 @@ class WorkspaceStore:
         """Garbage-collect unreferenced artifacts (ref_count == 0); return files removed."""
         with self._lock:
             self._check_open()
-            self._commit()
             dead = self._commit(self._collect_dead_artifacts, after=self._remove_artifact_files)
         return len(dead)
 
-    def artifact_stats(self) -> dict[str, int]:
-        """Artifact counts and bytes, in total and for unreferenced (collectable) artifacts."""
+    def artifact_stats(self, artifact_ids: list[str] | None = None) -> dict[str, int]:
+        """Artifact counts and bytes, in total and for unreferenced (collectable) artifacts.
+
+        With ``artifact_ids``, only those artifacts are counted.
+        """
+        where, params = ("WHERE list_contains(?, artifact_id)", [list(artifact_ids)]) \
+            if artifact_ids is not None else ("", [])
         with self._lock, self._read() as con:
             row = first_row(con.execute(
                 "SELECT count(*), coalesce(sum(size_bytes), 0), "
                 "count(*) FILTER (WHERE ref_count <= 0), "
-                "coalesce(sum(size_bytes) FILTER (WHERE ref_count <= 0), 0) FROM artifacts"
-            ))
+                f"coalesce(sum(size_bytes) FILTER (WHERE ref_count <= 0), 0) FROM artifacts {where}",
+                params))
         return {"count": int(row[0]), "bytes": int(row[1]),
                 "unreferenced_count": int(row[2]), "unreferenced_bytes": int(row[3])}
 

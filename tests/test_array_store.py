@@ -125,3 +125,12 @@ def test_index_sees_files_written_by_another_instance(tmp_path):
     assert reader.load("p00011", "wheat") is not None
     writer.compact()
     assert reader.load("p00011", "wheat") is not None
+
+
+def test_stats_without_tombstones_reads_only_footers(tmp_path, monkeypatch):
+    from n4a_store.arrays.index import DatasetIndex
+
+    ArrayStore(tmp_path).save_batch(_records(7))
+    ArrayStore(tmp_path).save_batch(_records(5, start=100))
+    monkeypatch.setattr(DatasetIndex, "refresh", lambda self: pytest.fail("id index was built"))
+    assert ArrayStore(tmp_path).stats() == {"wheat": {"files": 2, "rows": 12, "tombstoned": 0}}

@@ -137,14 +137,23 @@ class DatasetIndex:
             self._open.move_to_end(name)
         return handle
 
-    def row_group_of(self, name: str, row: int) -> tuple[int, int]:
-        """(row group, row within it) for a file row."""
+    def _row_bounds(self, name: str) -> np.ndarray:
+        """Cumulative row-group starts of a file, from its footer (cached)."""
         bounds = self._bounds.get(name)
         if bounds is None:
-            meta = self.parquet(name).metadata
+            meta = pq.read_metadata(self.directory / name)
             sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
             self._bounds[name] = bounds
+        return bounds
+
+    def file_rows(self, name: str) -> int:
+        """Rows in one file, read from its footer only."""
+        return int(self._row_bounds(name)[-1])
+
+    def row_group_of(self, name: str, row: int) -> tuple[int, int]:
+        """(row group, row within it) for a file row."""
+        bounds = self._row_bounds(name)
         group = int(np.searchsorted(bounds, row, side="right")) - 1
         return group, row - int(bounds[group])
 

@@ -22,12 +22,13 @@ import uuid
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InvalidInputError
+from ..fileio import atomic_path, write_atomic
 from .codec import SCHEMA, normalize_record, records_to_table, rows_to_records
 from .index import DatasetIndex
 from .layout import (
@@ -87,10 +88,9 @@ class ArrayStore:
                 directory = self.root / dataset_dirname(dataset)
                 directory.mkdir(exist_ok=True)
                 name = new_part_name()
-                tmp = directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-                pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
                 final = directory / name
-                os.replace(tmp, final)
+                with atomic_path(final) as tmp:
+                    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
                 written.append(final)
                 for row, original in enumerate(originals[dataset]):
                     original["_location"] = (name, row)
@@ -114,7 +114,6 @@ class ArrayStore:
         if index is None:
             index = DatasetIndex(self.root / dataset_dirname(dataset_name))
             self._indexes[dataset_name] = index
-            refresh = True
         if refresh:
             index.refresh()
         return index
@@ -218,16 +217,21 @@ class ArrayStore:
             return self._index(dataset_name).all_ids()
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per dataset: number of files, rows stored, rows tombstoned but not yet compacted."""
+        """Per dataset: number of files, rows stored, rows tombstoned but not yet compacted.
+
+        Files and rows come from the directory and Parquet footers; the id index is
+        only built when there are tombstones to match.
+        """
         with self._mutex:
             tombstones = self._refresh_tombstones()
             out: dict[str, dict[str, int]] = {}
             for dataset in self.list_datasets():
-                index = self._index(dataset)
+                index = self._index(dataset, refresh=bool(tombstones))
+                files = index.current_files()
                 out[dataset] = {
-                    "files": len(index.current_files()),
-                    "rows": index.total_rows(),
-                    "tombstoned": index.contains(tombstones),
+                    "files": len(files),
+                    "rows": sum(index.file_rows(name) for name in files),
+                    "tombstoned": index.contains(tombstones) if tombstones else 0,
                 }
             return out
 
@@ -239,9 +243,7 @@ class ArrayStore:
             return
         self._tomb_dir.mkdir(exist_ok=True)
         name = f"{uuid.uuid4().hex}.txt"
-        tmp = self._tomb_dir / f".{name}.tmp"
-        tmp.write_text("\n".join(ids) + "\n")
-        os.replace(tmp, self._tomb_dir / name)
+        write_atomic(self._tomb_dir / name, ("\n".join(ids) + "\n").encode("utf-8"))
         with self._mutex:
             self._tombstones.update(ids)
             self._tomb_files.add(name)
@@ -290,29 +292,22 @@ class ArrayStore:
             if len(files) == 1 and not index_has(index, files[0], tombstones):
                 return 0
             name = new_data_name()
-            tmp = directory / f".{name}.tmp"
             removed = 0
             seen: set[str] = set()
-            writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd")
-            try:
-                for file_name in reversed(files):  # newest first: newest copy of an id wins
-                    handle = pq.ParquetFile(directory / file_name)
-                    for group in range(handle.metadata.num_row_groups):
-                        table = handle.read_row_group(group)
-                        ids = table.column("prediction_id").to_pylist()
-                        keep = [not (i in tombstones or i in seen) for i in ids]
-                        removed += sum(1 for i, k in zip(ids, keep) if not k and i not in seen)
-                        seen.update(ids)
-                        if not all(keep):
-                            table = table.filter(pa.array(keep))
-                        if table.num_rows:
-                            writer.write_table(table.cast(SCHEMA), row_group_size=ROW_GROUP_SIZE)
-            except BaseException:
-                writer.close()
-                tmp.unlink(missing_ok=True)
-                raise
-            writer.close()
-            os.replace(tmp, directory / name)
+            with atomic_path(directory / name) as tmp:
+                with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
+                    for file_name in reversed(files):  # newest first: newest copy of an id wins
+                        handle = pq.ParquetFile(directory / file_name)
+                        for group in range(handle.metadata.num_row_groups):
+                            table = handle.read_row_group(group)
+                            ids = table.column("prediction_id").to_pylist()
+                            keep = [not (i in tombstones or i in seen) for i in ids]
+                            removed += sum(1 for i, k in zip(ids, keep) if not k and i not in seen)
+                            seen.update(ids)
+                            if not all(keep):
+                                table = table.filter(pa.array(keep))
+                            if table.num_rows:
+                                writer.write_table(table.cast(SCHEMA), row_group_size=ROW_GROUP_SIZE)
             for file_name in files:
                 (directory / file_name).unlink(missing_ok=True)
             self._indexes.pop(dataset, None)

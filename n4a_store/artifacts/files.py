@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
-import uuid
 from pathlib import Path
 from typing import Any
 
 from ..catalog.columns import ARTIFACT_FORMATS
 from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidInputError
+from ..fileio import write_atomic
 
 
 def serialize(obj: Any, format: str) -> bytes:
@@ -86,11 +85,7 @@ class ArtifactFiles:
                 return False
         except FileNotFoundError:
             pass
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
+        write_atomic(target, data)
         return True
 
     def read_verified(self, artifact_id: str, format: str) -> bytes:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 from n4a_store.bundles.collect import ChainExport, collect_chain
 from n4a_store.bundles.layout import ARTIFACT_DIR, MANIFEST_MEMBER
 from n4a_store.errors import InvalidInputError
+from n4a_store.fileio import atomic_path, write_atomic
 
 EXPORT_FORMATS = ("n4a", "n4a.py")
 # Fixed member timestamp so that a bundle's bytes depend only on its content and manifest.
@@ -36,7 +35,7 @@ def export_chain(store: Any, chain_id: str, output_path: str | Path, format: str
         return write_bundle(export, output_path, key=key)
     from n4a_store.bundles.script import render_script
 
-    return _write_atomic(output_path, render_script(export).encode("utf-8"))
+    return write_atomic(output_path, render_script(export).encode("utf-8"))
 
 
 def write_bundle(export: ChainExport, output_path: Path, *, key: str | bytes | None = None) -> Path:
@@ -47,18 +46,13 @@ def write_bundle(export: ChainExport, output_path: Path, *, key: str | bytes | N
     manifest = export.manifest(members)
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
     secret = signing_key(key)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(output_path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             _add(archive, MANIFEST_MEMBER, manifest_bytes)
             if secret is not None:
                 _add(archive, SIGNATURE_MEMBER, sign_manifest(manifest_bytes, secret))
             for name in sorted(members):
                 _add(archive, name, members[name], compress=not name.startswith(f"{ARTIFACT_DIR}/"))
-        os.replace(tmp, output_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return output_path
 
 
@@ -69,14 +63,3 @@ def _add(archive: zipfile.ZipFile, name: str, data: bytes, compress: bool = True
     info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     info.external_attr = 0o644 << 16
     archive.writestr(info, data)
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

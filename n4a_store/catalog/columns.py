@@ -42,6 +42,15 @@ PREDICTION_FILTERS = frozenset({
     "model_name", "chain_id", "task_type", "metric",
 })
 
+#: Catalog columns holding JSON text, per table.
+JSON_COLUMNS: dict[str, tuple[str, ...]] = {
+    "runs": ("config", "datasets", "summary", "metadata"),
+    "pipelines": ("expanded_config", "generator_choices"),
+    "chains": ("steps", "fold_artifacts", "shared_artifacts", "branch_path"),
+    "predictions": ("scores", "best_params"),
+    "logs": ("details",),
+}
+
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 ARTIFACT_FORMATS = {"joblib": "joblib", "cloudpickle": "pkl"}
 
@@ -116,3 +125,12 @@ def to_json(obj: Any, field: str) -> str | None:
 def from_json(text: str | None) -> Any:
     """Parse JSON text stored by :func:`to_json` (None stays None)."""
     return None if text is None else json.loads(text)
+
+
+def decode_json_columns(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a catalog row of ``table`` with its JSON-text columns decoded."""
+    out = dict(row)
+    for key in JSON_COLUMNS.get(table, ()):
+        if isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    return out
