@@ -123,3 +123,17 @@ def test_backup_is_a_working_workspace(store, fitted, regression_data, tmp_path)
         store.backup(target)
     with pytest.raises(InvalidInputError, match="outside the workspace"):
         store.backup(store.workspace_path / "inner")
+
+
+def test_verify_artifacts_names_each_problem(store, fitted, regression_data):
+    run_id = store.begin_run("exp", {}, [])
+    ids = write_pipeline(store, run_id, fitted, regression_data)
+    models = sorted(ids["model_ids"].values())
+    assert store.verify_artifacts([ids["scaler_id"], *models]) == {}
+    store.get_artifact_path(models[0]).write_bytes(b"tampered")
+    store.get_artifact_path(models[1]).unlink()
+    problems = store.verify_artifacts([ids["scaler_id"], *models, "f" * 64])
+    assert set(problems) == {models[0], models[1], "f" * 64}
+    assert "corrupted" in problems[models[0]] and "missing" in problems[models[1]]
+    assert problems["f" * 64] == "not in the catalog"
+    assert store.artifact_stats([ids["scaler_id"]])["count"] == 1
