@@ -59,7 +59,7 @@ def verify_prediction_arrays(store: "WorkspaceStore", run_id: str) -> CheckOutco
     missing: list[str] = []
     for dataset_name in sorted(set(predictions["dataset_name"].to_list())):
         ids = predictions.filter(predictions["dataset_name"] == dataset_name)["prediction_id"].to_list()
-        loaded = {rec["prediction_id"]: rec for rec in store.array_store.load_batch(ids, dataset_name)}
+        loaded = store.load_arrays(ids)
         for pid in ids:
             rec = loaded.get(pid)
             if rec is None or rec.get("y_pred") is None or rec.get("y_true") is None:

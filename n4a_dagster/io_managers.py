@@ -188,7 +188,7 @@ class N4APredictionArraysIOManager(ConfigurableIOManager):
                 raise InvalidInputError(
                     f"{context.asset_key.to_user_string()}: a prediction-arrays output must be "
                     f"PredictionsToSave or PredictionArraysRef, got {type(obj).__name__}")
-            found = store.array_store.load_batch(ref.prediction_ids, ref.dataset_name)
+            found = list(store.load_arrays(ref.prediction_ids).values())
             if len(found) != len(ref.prediction_ids):
                 raise InvalidInputError(
                     f"{context.asset_key.to_user_string()}: {len(ref.prediction_ids) - len(found)} "
@@ -208,7 +208,8 @@ class N4APredictionArraysIOManager(ConfigurableIOManager):
         with self.n4a_store.open_store() as store:
             def load_one(ids: dict[str, Any]) -> Any:
                 prediction_ids = list(ids.get(META_PREDICTION_IDS) or [])
-                records = store.array_store.load_batch(prediction_ids, ids.get(META_DATASET, ""))
+                loaded = store.load_arrays(prediction_ids)
+                records = [loaded[p] for p in prediction_ids if p in loaded]
                 if want_numpy:
                     return {r["prediction_id"]: {k: r.get(k) for k in ARRAY_COLUMNS}
                             for r in records}

@@ -102,7 +102,7 @@ def compact_arrays_op(
     """Compact the configured datasets (all when none) and report rows removed."""
     started = time.perf_counter()
     with n4a_store.open_store() as store:
-        before = store.array_store.stats()
+        before = store.array_stats()
         targets = config.datasets or [None]
         unknown = [d for d in config.datasets if d not in before]
         if unknown:
@@ -112,7 +112,7 @@ def compact_arrays_op(
         removed = sum(store.compact_arrays(dataset) for dataset in targets)
         if config.vacuum:
             store.vacuum()
-        after = store.array_store.stats()
+        after = store.array_stats()
     b, a = _sum_stats(before), _sum_stats(after)
     context.add_output_metadata({
         "rows_removed": removed,

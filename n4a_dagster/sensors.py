@@ -144,7 +144,7 @@ def build_compaction_sensor(
         if not n4a_store.exists():
             return SkipReason(f"no workspace catalog at {n4a_store.workspace_path()} yet")
         with n4a_store.open_store() as store:
-            stats = store.array_store.stats()
+            stats = store.array_stats()
         due = compaction_candidates(stats, tombstones, files)
         cursor = read_cursor(context)
         generation = cursor_generation(context, cursor, name)

@@ -11,12 +11,45 @@ Public names are resolved lazily so that ``import n4a_store`` stays cheap
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # real names for type checkers; resolved lazily at run time
+    from .arrays.store import ArrayStore
+    from .bundles.importer import import_bundle
+    from .bundles.predict import predict
+    from .chains.builder import ChainBuilder
+    from .chains.replay import replay_chain
+    from .chains.trace import ExecutionTrace, TraceStep
+    from .config import (
+        DuckDBStoreConfig,
+        PostgresStoreConfig,
+        StoreConfig,
+        create_store,
+        parse_to_config,
+    )
+    from .errors import (
+        ArtifactIntegrityError,
+        ArtifactNotFoundError,
+        InvalidInputError,
+        MissingParentError,
+        N4AError,
+        SchemaVersionError,
+        WorkspaceLockTimeout,
+    )
+    from .library import PipelineLibrary
+    from .transfer import export_store
+    from .workspace import WorkspaceStore
 
 __version__ = "0.1.0"
 
 _PUBLIC: dict[str, str] = {
     "WorkspaceStore": "n4a_store.workspace",
+    "StoreConfig": "n4a_store.config",
+    "DuckDBStoreConfig": "n4a_store.config",
+    "PostgresStoreConfig": "n4a_store.config",
+    "create_store": "n4a_store.config",
+    "parse_to_config": "n4a_store.config",
+    "export_store": "n4a_store.transfer",
     "ArrayStore": "n4a_store.arrays.store",
     "ChainBuilder": "n4a_store.chains.builder",
     "ExecutionTrace": "n4a_store.chains.trace",

@@ -615,9 +615,9 @@ def gc(workspace: Path) -> None:
 def compact(workspace: Path, dataset: str | None) -> None:
     """Merge prediction-array files and drop deleted rows (one file per dataset)."""
     with _open_store(workspace) as store:
-        before = store.array_store.stats()
+        before = store.array_stats()
         removed = store.compact_arrays(dataset)
-        after = store.array_store.stats()
+        after = store.array_stats()
     files_before = sum(v["files"] for v in before.values())
     files_after = sum(v["files"] for v in after.values())
     click.echo(f"compacted arrays: removed {removed} deleted row(s); files {files_before} -> "

@@ -144,10 +144,7 @@ def _with_arrays(store: Any, frame: Any, pl: Any) -> Any:
     """Join the dense arrays of every prediction onto ``frame`` as list columns."""
     arrays: dict[str, dict] = {}
     if frame.height:
-        for dataset in frame.get_column("dataset_name").unique().to_list():
-            ids = frame.filter(pl.col("dataset_name") == dataset).get_column("prediction_id").to_list()
-            for record in store.array_store.load_batch(ids, dataset):
-                arrays[record["prediction_id"]] = record
+        arrays = store.load_arrays(frame.get_column("prediction_id").to_list())
     ids = frame.get_column("prediction_id").to_list()
     columns = {}
     for name in ARRAY_COLUMNS:

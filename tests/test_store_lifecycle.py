@@ -177,16 +177,17 @@ def test_newer_schema_is_refused_and_left_untouched(workspace):
 
 def test_older_schema_is_migrated(workspace, monkeypatch):
     from n4a_store.catalog import schema
+    from n4a_store.catalog.duckdb import schema as duckdb_schema
 
     WorkspaceStore(workspace).close()
     calls = []
 
-    def to_v2(con):
+    def to_next(session):
         calls.append(1)
-        con.execute("ALTER TABLE runs ADD COLUMN tags VARCHAR")
+        session.execute("ALTER TABLE runs ADD COLUMN tags VARCHAR")
 
     monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    monkeypatch.setitem(schema.MIGRATIONS, SCHEMA_VERSION, to_v2)
+    monkeypatch.setitem(duckdb_schema.MIGRATIONS, SCHEMA_VERSION, to_next)
     with WorkspaceStore(workspace) as store:
         assert store.list_runs().columns[-1] == "tags"
     with WorkspaceStore(workspace):

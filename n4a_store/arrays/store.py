@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InvalidInputError
 from ..fileio import atomic_path, write_atomic
+from .base import StagedArrays
 from .codec import SCHEMA, normalize_record, records_to_table, rows_to_records
 from .index import DatasetIndex
 from .layout import (
@@ -42,7 +43,9 @@ from .layout import (
 
 
 class ArrayStore:
-    """Parquet-backed storage for prediction arrays."""
+    """Parquet-backed storage for prediction arrays (the default array backend)."""
+
+    kind = "parquet"
 
     def __init__(self, base_dir: Path) -> None:
         """Initialize. Creates the ``arrays/`` subdirectory of ``base_dir`` automatically."""
@@ -102,6 +105,15 @@ class ArrayStore:
             self.discard_files(written)
             raise
         return written
+
+    def stage(self, records: list[dict], session: object = None) -> StagedArrays:
+        """Write records for a catalog commit; references are ``<file>#<row>``."""
+        written = self.write_batch(records)
+        refs = {}
+        for record in records:
+            name, row = record.pop("_location")
+            refs[record["prediction_id"]] = f"{name}#{row}"
+        return StagedArrays(refs=refs, undo=lambda: self.discard_files(written))
 
     def discard_files(self, paths: list[Path]) -> None:
         """Remove files returned by :meth:`write_batch` (rollback of a failed commit)."""
@@ -199,6 +211,24 @@ class ArrayStore:
             if offset >= table.num_rows or table.column("prediction_id")[offset].as_py() != prediction_id:
                 return self.load(prediction_id, dataset_name)
             return rows_to_records(table, [offset])[0]
+
+    def load_ref(self, prediction_id: str, dataset_name: str, ref: str | None) -> dict | None:
+        """Load one prediction using the reference :meth:`stage` returned (or :meth:`load`)."""
+        if ref and "#" in ref:
+            name, _, row = ref.rpartition("#")
+            if row.isdigit():
+                return self.load_at(prediction_id, dataset_name, name, int(row))
+        return self.load(prediction_id, dataset_name)
+
+    def exists(self, prediction_id: str, dataset_name: str) -> bool:
+        """True when arrays are stored (and not deleted) for the prediction."""
+        return self.load(prediction_id, dataset_name) is not None
+
+    def list_keys(self, dataset_name: str) -> list[str]:
+        """Prediction ids with stored, not deleted, arrays in a dataset."""
+        with self._mutex:
+            tombstones = self._refresh_tombstones()
+            return [i for i in dict.fromkeys(self.all_ids(dataset_name)) if i not in tombstones]
 
     def list_datasets(self) -> list[str]:
         """Return dataset names that have Parquet array files."""

@@ -1,4 +1,4 @@
-"""Content-addressed storage of fitted objects under ``artifacts/``.
+"""Content-addressed files of fitted objects under ``artifacts/`` (the local artifact backend).
 
 An artifact's id is the SHA-256 of its serialised bytes, and its file lives at
 ``artifacts/<first two hex>/<sha256>.<ext>``. Identical content therefore maps
@@ -9,55 +9,20 @@ corrupted or altered file is detected before anything is unpickled.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import pickle
 from pathlib import Path
 from typing import Any
 
-from ..catalog.columns import ARTIFACT_FORMATS
 from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, InvalidInputError
 from ..fileio import write_atomic
+from .codec import ARTIFACT_FORMATS, content_hash, deserialize, serialize
 
-
-def serialize(obj: Any, format: str) -> bytes:
-    """Serialise ``obj`` for the ``joblib`` or ``cloudpickle`` format.
-
-    ``joblib`` artifacts are written as pickle protocol 5, which ``joblib.load``
-    reads natively; it is several times faster than ``joblib.dump`` on fitted
-    estimators (numpy arrays are copied as raw buffers either way).
-    """
-    if format == "joblib":
-        return pickle.dumps(obj, protocol=5)
-    if format == "cloudpickle":
-        import cloudpickle
-
-        return cloudpickle.dumps(obj)
-    raise InvalidInputError(
-        f"unknown artifact format {format!r}; expected one of: {', '.join(ARTIFACT_FORMATS)}"
-    )
-
-
-def deserialize(data: bytes, format: str) -> Any:
-    """Inverse of :func:`serialize`."""
-    if format == "joblib":
-        import joblib
-
-        return joblib.load(io.BytesIO(data))
-    if format == "cloudpickle":
-        import cloudpickle
-
-        return cloudpickle.loads(data)
-    raise InvalidInputError(f"unknown artifact format {format!r}")
-
-
-def content_hash(data: bytes) -> str:
-    """SHA-256 hex digest of ``data``."""
-    return hashlib.sha256(data).hexdigest()
+__all__ = ["ArtifactFiles", "content_hash", "deserialize", "serialize"]
 
 
 class ArtifactFiles:
-    """The ``artifacts/`` directory of a workspace."""
+    """The ``artifacts/`` directory of a workspace (the local artifact backend)."""
+
+    kind = "files"
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -108,6 +73,10 @@ class ArtifactFiles:
     def load(self, artifact_id: str, format: str) -> Any:
         """Load and deserialise an artifact after verifying its hash."""
         return deserialize(self.read_verified(artifact_id, format), format)
+
+    def exists(self, artifact_id: str, format: str) -> bool:
+        """True when the artifact's file is present (its content is not checked)."""
+        return self.path(artifact_id, format).is_file()
 
     def remove(self, artifact_id: str, format: str) -> int:
         """Delete an artifact file; return the bytes freed (0 if it was absent)."""

@@ -52,7 +52,6 @@ JSON_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
-ARTIFACT_FORMATS = {"joblib": "joblib", "cloudpickle": "pkl"}
 
 
 def check_column(name: str, allowed: frozenset[str], what: str) -> str:

@@ -43,8 +43,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("n_features", pa.int64()), ("scores", pa.string()), ("best_params", pa.string()),
         ("branch_id", pa.int64()), ("branch_name", pa.string()), ("exclusion_count", pa.int64()),
         ("exclusion_rate", pa.float64()), ("preprocessings", pa.string()),
-        ("has_arrays", pa.bool_()), ("array_file", pa.string()), ("array_row", pa.int32()),
-        ("created_at", _TS),
+        ("has_arrays", pa.bool_()), ("created_at", _TS), ("array_ref", pa.string()),
     ]),
     "logs": pa.schema([
         ("log_id", pa.string()), ("pipeline_id", pa.string()), ("step_idx", pa.int32()),

@@ -4,7 +4,7 @@ Opening a DuckDB file costs tens of milliseconds, so a process keeps its
 connection (and the :class:`WorkspaceLock` that goes with it) between
 operations, as a *lease*. The lease ends when another process is waiting for
 the lock (checked after every operation), after ``idle_release`` seconds
-without use (a daemon thread watches), or on :meth:`Catalog.close`.
+without use (a daemon thread watches), or on :meth:`LeasedConnection.close`.
 
 Reads use a read-only connection under a shared lock, so several reader
 processes proceed together; writes upgrade to a read-write connection under the
@@ -25,10 +25,10 @@ from typing import Callable, Iterator
 
 import duckdb
 
-from ..errors import WorkspaceLockTimeout
+from ...errors import WorkspaceLockTimeout
 from .lock import WorkspaceLock
 
-_LIVE: "weakref.WeakSet[Catalog]" = weakref.WeakSet()
+_LIVE: "weakref.WeakSet[LeasedConnection]" = weakref.WeakSet()
 # Connections inherited by a forked child: kept referenced forever, because
 # destroying a DuckDB connection that belongs to the parent crashes the child.
 _INHERITED: list[object] = []
@@ -42,7 +42,7 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-class Catalog:
+class LeasedConnection:
     """Connection manager for one workspace's ``store.duckdb``."""
 
     def __init__(
@@ -197,7 +197,7 @@ class Catalog:
         self.lock.forget_after_fork()
 
 
-def _reap(ref: "weakref.ref[Catalog]", wake: threading.Event, idle: float) -> None:
+def _reap(ref: "weakref.ref[LeasedConnection]", wake: threading.Event, idle: float) -> None:
     """Daemon loop: end a catalog's lease when it is idle and someone waits, or after ``idle`` s."""
     tick = min(idle / 2, 0.02)
     while True:

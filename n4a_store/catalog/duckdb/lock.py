@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import WorkspaceLockTimeout
+from ...errors import WorkspaceLockTimeout
 
 _MAX_SLEEP = 0.01
 
