@@ -47,3 +47,7 @@ class ArtifactNotFoundError(N4AError, KeyError):
 
 class ArtifactIntegrityError(N4AError):
     """An artifact file's SHA-256 does not match its id: the file was corrupted or altered."""
+
+
+class StoreUnavailableError(N4AError, ConnectionError):
+    """The store's catalog server cannot be reached (or the connection to it was lost)."""

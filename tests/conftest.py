@@ -10,18 +10,41 @@ import numpy as np
 import pytest
 
 from n4a_store import WorkspaceStore
+from pg_support import BACKENDS, postgres_database
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Contract modules (``RUN_ON_ALL_BACKENDS = True``) run once per catalog backend."""
+    if getattr(metafunc.module, "RUN_ON_ALL_BACKENDS", False) and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The catalog backend a test runs on ("duckdb" unless the module runs on all)."""
+    return getattr(request, "param", "duckdb")
 
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    """A path for a new workspace."""
+    """A path for a new workspace (its files; the DuckDB catalog too on the default backend)."""
     return tmp_path / "ws"
 
 
 @pytest.fixture
-def store(workspace: Path) -> Iterator[WorkspaceStore]:
-    """An open WorkspaceStore on a fresh workspace, closed after the test."""
-    s = WorkspaceStore(workspace)
+def location(backend: str, workspace: Path) -> Iterator[str]:
+    """The store location of a fresh store on ``backend``: a path or a postgresql:// URI."""
+    if backend == "duckdb":
+        yield str(workspace)
+        return
+    with postgres_database() as url:
+        yield f"{url}?file_root={workspace}"
+
+
+@pytest.fixture
+def store(location: str) -> Iterator[WorkspaceStore]:
+    """An open WorkspaceStore on a fresh store, closed after the test."""
+    s = WorkspaceStore(location)
     yield s
     s.close()
 

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from n4a_store import WorkspaceLockTimeout, WorkspaceStore
+from pg_support import BACKENDS
 
 WRITERS = 4
 PIPELINES_PER_WRITER = 6
@@ -62,15 +63,16 @@ def _reader(workspace: str, start_at: float, queue: "mp.Queue") -> None:
 
 
 @pytest.mark.timeout(240)
-def test_parallel_writers_and_a_reader(workspace):
-    with WorkspaceStore(workspace) as store:
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_parallel_writers_and_a_reader(location, workspace):
+    with WorkspaceStore(location) as store:
         run_id = store.begin_run("parallel", {}, [])
     ctx = mp.get_context("spawn")
     start_at = time.time() + 4.0  # let every process import before the race starts
-    writers = [ctx.Process(target=_writer, args=(str(workspace), run_id, w, start_at))
+    writers = [ctx.Process(target=_writer, args=(location, run_id, w, start_at))
                for w in range(WRITERS)]
     queue = ctx.Queue()
-    reader = ctx.Process(target=_reader, args=(str(workspace), start_at - 0.5, queue))
+    reader = ctx.Process(target=_reader, args=(location, start_at - 0.5, queue))
     for p in writers + [reader]:
         p.start()
     observations = queue.get(timeout=200)
@@ -79,7 +81,7 @@ def test_parallel_writers_and_a_reader(workspace):
         assert p.exitcode == 0
 
     total_pipelines = WRITERS * PIPELINES_PER_WRITER
-    with WorkspaceStore(workspace) as store:
+    with WorkspaceStore(location) as store:
         pipelines = store.list_pipelines(run_id=run_id)
         assert pipelines.height == total_pipelines
         assert set(pipelines["status"]) == {"completed"}
@@ -88,7 +90,7 @@ def test_parallel_writers_and_a_reader(workspace):
         assert predictions["prediction_id"].n_unique() == predictions.height
         for dataset in ("ds0", "ds1"):
             ids = predictions.filter(dataset_name=dataset)["prediction_id"].to_list()
-            assert len(store.array_store.load_batch(ids, dataset)) == len(ids)
+            assert len(store.load_arrays(ids)) == len(ids)
         assert store.get_chains_for_pipeline(pipelines["pipeline_id"][0]).height == 1
         # every worker fitted identical objects: 4 distinct artifacts, one claim per save
         stats = store.artifact_stats()

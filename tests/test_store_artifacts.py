@@ -9,6 +9,8 @@ import pytest
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
+RUN_ON_ALL_BACKENDS = True  # a contract module: every test runs on each catalog backend
+
 from n4a_store import ArtifactIntegrityError, ArtifactNotFoundError, InvalidInputError, WorkspaceStore
 
 from conftest import write_pipeline
@@ -38,7 +40,7 @@ def test_round_trip_joblib_and_cloudpickle(store, regression_data):
         loaded = store.load_artifact(artifact_id)  # from the buffer
         np.testing.assert_allclose(loaded.predict(X), model.predict(X))
         store.flush()
-        with WorkspaceStore(store.workspace_path) as other:  # from disk, another store
+        with WorkspaceStore(store.config) as other:  # from disk, another store
             np.testing.assert_allclose(other.load_artifact(artifact_id).predict(X), model.predict(X))
             assert other.get_artifact_path(artifact_id).suffix == f".{ext}"
             if fmt == "joblib":  # readable by plain joblib, as the standalone scripts do

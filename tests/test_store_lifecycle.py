@@ -7,6 +7,8 @@ import hashlib
 import duckdb
 import pytest
 
+RUN_ON_ALL_BACKENDS = True  # a contract module: every test runs on each catalog backend
+
 from n4a_store import InvalidInputError, MissingParentError, SchemaVersionError, WorkspaceStore
 from n4a_store.catalog.schema import SCHEMA_VERSION
 

@@ -8,6 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+RUN_ON_ALL_BACKENDS = True  # a contract module: every test runs on each catalog backend
+
 from n4a_store import InvalidInputError
 
 from conftest import write_pipeline

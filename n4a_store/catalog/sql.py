@@ -81,6 +81,10 @@ class SqlCatalog(ABC):
     def release(self) -> None:
         """Hand shared resources back now (a no-op unless the backend leases them)."""
 
+    def is_transient(self, error: BaseException) -> bool:
+        """True when retrying the same transaction can succeed (deadlock, serialization failure)."""
+        return False
+
     # -- dialect fragments -----------------------------------------------------------
     def row_lock(self, mode: str) -> str:
         """Suffix locking selected rows ("share" or "update") until the transaction ends.

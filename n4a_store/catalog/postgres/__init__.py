@@ -1,0 +1,5 @@
+"""The PostgreSQL catalog: many processes on many hosts, no file lock."""
+
+from .catalog import PostgresCatalog
+
+__all__ = ["PostgresCatalog"]
