@@ -38,10 +38,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         WORKSPACE_ENV,
         default_sweep_config,
         default_workspace,
-        workspace_path_from_location,
+        store_config_from_location,
     )
 
-    workspace = str(workspace_path_from_location(args.workspace or default_workspace()))
+    location = args.workspace or default_workspace()
+    store = store_config_from_location(location)
+    # a directory is passed on absolute; a URI as it is (it may carry credentials: never printed)
+    workspace = store.to_uri() if "://" in location else str(store.path)  # type: ignore[attr-defined]
+    shown = store.display_uri()
     sweep_config = args.config or default_sweep_config()
     if not sweep_config.startswith("builtin:"):
         sweep_config = str(Path(sweep_config).expanduser().resolve())
@@ -54,7 +58,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         reconstructable_kwargs={"workspace": workspace, "sweep_config": sweep_config,
                                 "max_concurrent": concurrent},
     )
-    print(f"n4a sweep {sweep_config} -> {workspace} through Dagster "
+    print(f"n4a sweep {sweep_config} -> {shown} through Dagster "
           f"({concurrent} parallel steps, DAGSTER_HOME={home})", file=sys.stderr)
     with DagsterInstance.get() as instance:
         run_config = multiprocess_run_config(concurrent,
@@ -71,7 +75,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     _print_leaderboard(workspace, summary["run_id"])
     print(f"\nstore run {summary['run_id']}: {summary['n_completed']} completed, "
           f"{summary['n_failed']} failed; Dagster run {dagster_run_id}", file=sys.stderr)
-    print(f"open the UI: DAGSTER_HOME={home} N4A_WORKSPACE={workspace} "
+    print(f"open the UI: DAGSTER_HOME={home} N4A_WORKSPACE={shown} "
           f"N4A_SWEEP_CONFIG={sweep_config} dagster dev -w workspace.yaml", file=sys.stderr)
     return 1 if summary["n_failed"] > 0 else 0
 
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m n4a_dagster", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run-sweep", help="run the sweep job through Dagster")
-    run.add_argument("--workspace", help="workspace directory (env N4A_WORKSPACE, ./workspace)")
+    run.add_argument("--workspace", help="workspace directory or store URI (env N4A_WORKSPACE, ./workspace)")
     run.add_argument("--config", help="sweep config path or builtin:<name> (env N4A_SWEEP_CONFIG)")
     run.add_argument("--max-concurrent", type=int, help="parallel steps (env N4A_MAX_CONCURRENT, 4)")
     run.add_argument("--dagster-home", help="Dagster instance directory (env DAGSTER_HOME, "

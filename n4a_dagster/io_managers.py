@@ -77,7 +77,7 @@ class N4ARecordIOManager(ConfigurableIOManager):
                     raise InvalidInputError(f"pipeline {obj['pipeline_id']!r} is not in the store")
                 metadata = {META_PIPELINE_ID: record["pipeline_id"], META_RUN_ID: record["run_id"],
                             META_DATASET: record["dataset_name"], "status": record["status"],
-                            META_WORKSPACE: str(store.workspace_path)}
+                            META_WORKSPACE: store.uri}
             else:
                 metadata = run_metadata(store, obj["run_id"])
         context.add_output_metadata(metadata)
@@ -96,7 +96,7 @@ class N4ARecordIOManager(ConfigurableIOManager):
                 if record is None:
                     raise InvalidInputError(
                         f"{context.asset_key.to_user_string()}: the record it names was deleted "
-                        f"from {store.workspace_path}")
+                        f"from {store.uri}")
                 return record
 
             return _load_each(context, load_one)

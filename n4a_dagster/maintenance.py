@@ -120,7 +120,7 @@ def compact_arrays_op(
         "tombstoned_before": b["tombstoned"], "tombstoned_after": a["tombstoned"],
         "datasets": MetadataValue.json(sorted(config.datasets) or sorted(before)),
         "duration_s": round(time.perf_counter() - started, 3),
-        META_WORKSPACE: str(n4a_store.workspace_path()),
+        META_WORKSPACE: n4a_store.display_uri(),
     })
     context.log.info(f"compacted arrays: {removed} rows removed, files {b['files']} -> {a['files']}")
     return removed
@@ -140,7 +140,7 @@ def gc_artifacts_op(context: OpExecutionContext, config: GcConfig, n4a_store: N4
         "bytes_freed": int(before["bytes"]) - int(after["bytes"]),
         "artifacts_before": int(before["count"]), "artifacts_after": int(after["count"]),
         "unreferenced_after": int(after["unreferenced_count"]),
-        META_WORKSPACE: str(n4a_store.workspace_path()),
+        META_WORKSPACE: n4a_store.display_uri(),
     })
     context.log.info(f"gc: {removed} unreferenced artifacts removed")
     return removed
@@ -198,7 +198,7 @@ def export_op(context: OpExecutionContext, config: ExportConfig, n4a_store: N4AS
     metadata: dict[str, Any] = {
         "kind": kind, "format": fmt, "path": MetadataValue.path(str(path)),
         "size_bytes": path.stat().st_size, "sha256": file_sha256(path),
-        META_WORKSPACE: str(n4a_store.workspace_path()),
+        META_WORKSPACE: n4a_store.display_uri(),
     }
     if kind == "chain":
         metadata[META_CHAIN_ID] = config.chain_id
@@ -291,7 +291,7 @@ def replay_op(context: OpExecutionContext, config: ReplayConfig, n4a_store: N4AS
         "sha256": file_sha256(output),
         "replay_s": round(elapsed, 4),
         "preview": frame_preview(result),
-        META_WORKSPACE: str(n4a_store.workspace_path()),
+        META_WORKSPACE: n4a_store.display_uri(),
         **table_metadata(result),
     }
     context.log_event(AssetMaterialization(

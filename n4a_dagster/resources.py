@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -24,6 +23,7 @@ from n4a_store.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from n4a_store import WorkspaceStore
+    from n4a_store.config import StoreConfig
     from n4a_store.sweep import PipelineSpec, SpectraDataset, SweepConfig
 
 DEFAULT_WORKSPACE = "./workspace"
@@ -43,22 +43,21 @@ def default_sweep_config() -> str:
 
 
 def workspace_path_from_location(location: str) -> Path:
-    """Turn a store location (a path or a ``file://`` URI) into an absolute workspace path.
+    """The directory holding a store's files (the workspace, or a PostgreSQL store's file root).
 
     Raises:
-        InvalidInputError: for an empty location or a URI scheme other than ``file``.
+        InvalidInputError: for an empty or unparseable location.
     """
+    return store_config_from_location(location).path  # type: ignore[attr-defined, no-any-return]
+
+
+def store_config_from_location(location: str) -> "StoreConfig":
+    """Parse a path or store URI (``file://``, ``postgresql://…?file_root=…``) into a config."""
+    from n4a_store.config import parse_to_config
+
     if not location or not location.strip():
         raise InvalidInputError("the n4a store location is empty; set N4A_WORKSPACE or `workspace`")
-    parsed = urlparse(location)
-    if parsed.scheme and len(parsed.scheme) > 1:  # "C:" style drive letters are paths
-        if parsed.scheme != "file":
-            raise InvalidInputError(
-                f"store location {location!r}: only filesystem workspaces (a path or file:// URI) "
-                f"are supported by this n4a version"
-            )
-        return Path(unquote(parsed.netloc + parsed.path)).expanduser().resolve()
-    return Path(location).expanduser().resolve()
+    return parse_to_config(location)
 
 
 class N4AStoreResource(ConfigurableResource):
@@ -70,27 +69,36 @@ class N4AStoreResource(ConfigurableResource):
 
     workspace: str = Field(
         default_factory=default_workspace,
-        description="Workspace location: a directory path or file:// URI (env N4A_WORKSPACE).",
+        description=("Store location: a directory, a file:// URI or postgresql://…?file_root=… "
+                     "(env N4A_WORKSPACE)."),
     )
     lock_timeout: float = Field(
         default=60.0,
         description="Seconds to wait for another process holding the workspace catalog.",
     )
 
+    def store_config(self) -> "StoreConfig":
+        """The parsed store configuration."""
+        return store_config_from_location(self.workspace)
+
     def workspace_path(self) -> Path:
-        """The absolute workspace directory."""
+        """The absolute directory of the store's files (exports go under it)."""
         return workspace_path_from_location(self.workspace)
 
+    def display_uri(self) -> str:
+        """Where the store lives, without any password (for metadata and messages)."""
+        return self.store_config().display_uri()
+
     def exists(self) -> bool:
-        """True when the workspace already holds a catalog (nothing is created)."""
-        return (self.workspace_path() / "store.duckdb").is_file()
+        """True when the store already holds a catalog (nothing is created)."""
+        return self.store_config().exists()
 
     @contextmanager
     def open_store(self) -> Iterator[WorkspaceStore]:
         """Open the workspace store for the duration of a ``with`` block, then close it."""
         from n4a_store import WorkspaceStore
 
-        store = WorkspaceStore(self.workspace_path(), lock_timeout=self.lock_timeout)
+        store = WorkspaceStore(self.store_config(), lock_timeout=self.lock_timeout)
         try:
             yield store
         finally:

@@ -142,7 +142,7 @@ def build_compaction_sensor(
                                f"array rows or >= {files} array files.")
     def _compaction_sensor(context: SensorEvaluationContext, n4a_store: N4AStoreResource):
         if not n4a_store.exists():
-            return SkipReason(f"no workspace catalog at {n4a_store.workspace_path()} yet")
+            return SkipReason(f"no workspace catalog at {n4a_store.display_uri()} yet")
         with n4a_store.open_store() as store:
             stats = store.array_stats()
         due = compaction_candidates(stats, tombstones, files)
@@ -196,7 +196,7 @@ def build_gc_sensor(
                                f"{bytes_limit} bytes are unreferenced.")
     def _gc_sensor(context: SensorEvaluationContext, n4a_store: N4AStoreResource):
         if not n4a_store.exists():
-            return SkipReason(f"no workspace catalog at {n4a_store.workspace_path()} yet")
+            return SkipReason(f"no workspace catalog at {n4a_store.display_uri()} yet")
         with n4a_store.open_store() as store:
             stats = store.artifact_stats()
         count = int(stats.get("unreferenced_count", 0))

@@ -64,21 +64,27 @@ def workspace_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The ``--workspace`` option shared by every command."""
     return click.option(
         "--workspace", "-w", "workspace",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=str,
         envvar="N4A_WORKSPACE", default=DEFAULT_WORKSPACE, show_default=True, show_envvar=True,
-        help="Workspace directory.",
+        help="Workspace: a directory, or a store URI (file://…, postgresql://…?file_root=…).",
     )(fn)
 
 
-def _open_store(workspace: Path, *, create: bool = False) -> Any:
-    """Open the workspace; refuse (exit 1) when it does not exist unless ``create``."""
+def _open_store(workspace: str, *, create: bool = False) -> Any:
+    """Open the workspace (a path or store URI); refuse (exit 1) when it does not exist unless ``create``."""
     from n4a_store import WorkspaceStore
+    from n4a_store.config import parse_to_config
+    from n4a_store.errors import N4AError
 
-    if not create and not (workspace / "store.duckdb").is_file():
-        raise click.ClickException(
-            f"no workspace at {workspace} (no store.duckdb); run `n4a sweep CONFIG "
-            f"--workspace {workspace}` first or pass --workspace / set N4A_WORKSPACE")
-    return WorkspaceStore(workspace)
+    try:
+        config = parse_to_config(workspace)
+        if not create and not config.exists():
+            raise click.ClickException(
+                f"no workspace at {config.display_uri()} (no catalog there); run `n4a sweep CONFIG "
+                f"--workspace {config.display_uri()}` first or pass --workspace / set N4A_WORKSPACE")
+        return WorkspaceStore(config)
+    except N4AError as error:
+        raise click.ClickException(str(error)) from error
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -151,7 +157,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--commit-interval", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds of pipelines committed together (0: commit each pipeline).")
-def sweep(config: str, workspace: Path, jobs: int, run_name: str | None, top_n: int,
+def sweep(config: str, workspace: str, jobs: int, run_name: str | None, top_n: int,
           progress: bool | None, as_json: bool, commit_interval: float) -> None:
     """Run the sweep CONFIG (a YAML/JSON file, or builtin:<name>) into the workspace.
 
@@ -167,7 +173,7 @@ def sweep(config: str, workspace: Path, jobs: int, run_name: str | None, top_n: 
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes running pipelines in parallel.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
-def demo(workspace: Path, jobs: int, progress: bool | None) -> None:
+def demo(workspace: str, jobs: int, progress: bool | None) -> None:
     """Run the bundled regression sweep (chemotools fermentation data) and print the leaderboard.
 
     Same as `n4a sweep builtin:nirs-regression`.
@@ -175,7 +181,7 @@ def demo(workspace: Path, jobs: int, progress: bool | None) -> None:
     _run_sweep(BUILTIN_DEMO, workspace, jobs, None, 10, progress, False, 2.0)
 
 
-def _run_sweep(config: str, workspace: Path, jobs: int, run_name: str | None, top_n: int,
+def _run_sweep(config: str, workspace: str, jobs: int, run_name: str | None, top_n: int,
                progress: bool | None, as_json: bool, commit_interval: float) -> None:
     from n4a_store.sweep import load_sweep_config, run_sweep
 
@@ -237,7 +243,7 @@ def _print_failures(summary: Any) -> None:
               help="Only runs with this status.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def runs(workspace: Path, status: str | None, limit: int, as_json: bool) -> None:
+def runs(workspace: str, status: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
     with _open_store(workspace) as store:
         frame = store.list_runs(status=status, limit=limit)
@@ -269,7 +275,7 @@ def runs(workspace: Path, status: str | None, limit: int, as_json: bool) -> None
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True,
               help="Rows per dataset and metric.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def top(workspace: Path, run_ref: str, dataset: str | None, n: int, as_json: bool) -> None:
+def top(workspace: str, run_ref: str, dataset: str | None, n: int, as_json: bool) -> None:
     """Best pipelines by cross-validated score (pooled out-of-fold), per dataset and metric."""
     import polars as pl
 
@@ -314,7 +320,7 @@ def top(workspace: Path, run_ref: str, dataset: str | None, n: int, as_json: boo
 @click.argument("ident", metavar="ID")
 @workspace_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw record as JSON.")
-def show(ident: str, workspace: Path, as_json: bool) -> None:
+def show(ident: str, workspace: str, as_json: bool) -> None:
     """Show a run, pipeline, chain or prediction by id ('latest' = newest run)."""
     with _open_store(workspace) as store:
         kind, record = _lookup(store, ident)
@@ -488,7 +494,7 @@ def _show_prediction(r: dict[str, Any]) -> None:
 @click.option("--partition", type=click.Choice(["train", "val", "test"]), default=None,
               help="--predictions: partition.")
 @click.option("--with-arrays", is_flag=True, help="--predictions: include y_true/y_pred arrays.")
-def export(ident: str | None, workspace: Path, output: Path | None, fmt: str | None,
+def export(ident: str | None, workspace: str, output: Path | None, fmt: str | None,
            predictions: bool, run_ref: str | None, dataset: str | None, partition: str | None,
            with_arrays: bool) -> None:
     """Export a chain (.n4a bundle or .n4a.py script), a pipeline, a run, or predictions.
@@ -598,7 +604,7 @@ def predict(bundle: Path, data: Path, output: Path | None, target: str | None,
 
 @main.command()
 @workspace_option
-def gc(workspace: Path) -> None:
+def gc(workspace: str) -> None:
     """Delete artifact files no chain references any more."""
     with _open_store(workspace) as store:
         before = store.artifact_stats()
@@ -612,7 +618,7 @@ def gc(workspace: Path) -> None:
 @main.command()
 @workspace_option
 @click.option("--dataset", default=None, help="Only this dataset's array files.")
-def compact(workspace: Path, dataset: str | None) -> None:
+def compact(workspace: str, dataset: str | None) -> None:
     """Merge prediction-array files and drop deleted rows (one file per dataset)."""
     with _open_store(workspace) as store:
         before = store.array_stats()
@@ -626,10 +632,14 @@ def compact(workspace: Path, dataset: str | None) -> None:
 
 @main.command()
 @workspace_option
-def vacuum(workspace: Path) -> None:
-    """Reclaim unused space in the DuckDB catalog file."""
-    db = workspace / "store.duckdb"
+def vacuum(workspace: str) -> None:
+    """Reclaim unused space in the catalog (the DuckDB file, or PostgreSQL's tables)."""
     with _open_store(workspace) as store:
+        if store.backend != "duckdb":
+            store.vacuum()
+            click.echo(f"vacuumed the catalog of {store.uri}")
+            return
+        db = store.workspace_path / "store.duckdb"
         before = _db_size(db)
         store.vacuum()
     click.echo(f"vacuumed {db}: {_bytes(before)} -> {_bytes(_db_size(db))}")

@@ -187,7 +187,7 @@ class _Recovery:
         if self._store is None:
             from n4a_store import WorkspaceStore
 
-            self._own_store = self._store = WorkspaceStore(Path(self.workspace_path))
+            self._own_store = self._store = WorkspaceStore(self.workspace_path)
         return self._store
 
     def close(self) -> None:
@@ -242,7 +242,7 @@ def _init_worker(workspace_path: str, run_id: str, cfg: SweepConfig, specs: list
     from n4a_store import WorkspaceStore
     from n4a_store.sweep.runner import CommitWindow
 
-    store = WorkspaceStore(Path(workspace_path))
+    store = WorkspaceStore(workspace_path)
     window = CommitWindow(store, commit_interval).__enter__()
     Finalize(None, _shutdown_worker, exitpriority=10)
     _STATE.update(store=store, window=window, run_id=run_id, cfg=cfg, specs=specs,

@@ -195,7 +195,8 @@ def run_sweep(
     specs = expand_pipelines(cfg)
     datasets = load_sweep_datasets(cfg, specs)
     tasks = [(spec, ds) for ds in datasets for spec in specs]
-    workspace_path = Path(workspace_path)
+    if not isinstance(workspace_path, str) or "://" not in workspace_path:
+        workspace_path = Path(workspace_path)  # a directory; URIs go to the store as they are
     results: list[PipelineResult] = []
     with WorkspaceStore(workspace_path) as store:
         run_id = store.begin_run(run_name or cfg.name, cfg.to_dict(),
