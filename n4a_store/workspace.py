@@ -38,14 +38,17 @@ from .catalog.columns import (
     PREDICTION_FILTERS,
     RANKABLE_COLUMNS,
     check_column,
+    check_row,
     decode_json_columns,
     finite_or_none,
     int_or_none,
+    text_or_none,
     to_json,
 )
 from .catalog.connection import Catalog, first_row
 from .catalog.lock import WorkspaceLock
 from .catalog.pending import PendingArtifact, PendingWrites
+from .fileio import batched_directory_syncs
 from .errors import (
     ArtifactIntegrityError,
     ArtifactNotFoundError,
@@ -79,7 +82,7 @@ def _new_id() -> str:
 def _check_name(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError(f"{field} must be a non-empty string, got {value!r}")
-    return value
+    return text_or_none(value, field)
 
 
 def _check_page(limit: int | None, offset: int) -> None:
@@ -205,7 +208,7 @@ class WorkspaceStore:
         box: dict[str, Any] = {}
         on_commit = (lambda: after(box.get("result"))) if after is not None else None
         try:
-            with self._catalog.writing(after_commit=on_commit) as con:
+            with self._catalog.writing(after_commit=on_commit) as con, batched_directory_syncs():
                 self._drop_orphans(con, pending)
                 for artifact_id, item in pending.artifacts.items():
                     if self._artifact_files.write(artifact_id, item.row["format"], item.data):
@@ -333,11 +336,11 @@ class WorkspaceStore:
 
     # -- existence checks -------------------------------------------------------------
     def _pipeline_info(self, pipeline_id: str) -> tuple[str, str | None]:
+        if not isinstance(pipeline_id, str):
+            raise MissingParentError("pipeline", str(pipeline_id))
         info = self._pipelines.get(pipeline_id)
         if info is not None:
             return info
-        if not isinstance(pipeline_id, str):
-            raise MissingParentError("pipeline", str(pipeline_id))
         with self._catalog.reading() as con:
             row = first_row(con.execute(
                 "SELECT run_id, dataset_name FROM pipelines WHERE pipeline_id = ?", [pipeline_id]
@@ -348,6 +351,8 @@ class WorkspaceStore:
         return row[0], row[1]
 
     def _require_chain(self, chain_id: str) -> None:
+        if not isinstance(chain_id, str):
+            raise MissingParentError("chain", str(chain_id))
         if chain_id in self._chains:
             return
         with self._catalog.reading() as con:
@@ -357,7 +362,7 @@ class WorkspaceStore:
         self._chains.add(chain_id)
 
     def _require_run(self, con: "duckdb.DuckDBPyConnection", run_id: str) -> None:
-        if first_row(con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id])) is None:
+        if not isinstance(run_id, str) or first_row(con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id])) is None:
             raise MissingParentError("run", str(run_id))
 
     def _artifact_known(self, artifact_id: str) -> bool:
@@ -421,7 +426,7 @@ class WorkspaceStore:
 
     def fail_run(self, run_id: str, error: str) -> None:
         """Mark a run as failed with an error message."""
-        self._finish_run(run_id, "failed", None, str(error))
+        self._finish_run(run_id, "failed", None, text_or_none(str(error), "error"))
 
     # -- pipeline lifecycle -------------------------------------------------------------
     def begin_pipeline(
@@ -434,7 +439,7 @@ class WorkspaceStore:
         row = [
             _new_id(), run_id, name, "running", to_json(expanded_config, "expanded_config"),
             to_json(list(generator_choices or []), "generator_choices"), dataset_name,
-            None if dataset_hash is None else str(dataset_hash), _now(),
+            text_or_none(None if dataset_hash is None else str(dataset_hash), "dataset_hash"), _now(),
         ]
 
         def insert(con: "duckdb.DuckDBPyConnection") -> None:
@@ -466,7 +471,7 @@ class WorkspaceStore:
         """Mark a pipeline as completed with scores; commits its buffered rows in the same transaction."""
         values = [
             finite_or_none(best_val, "best_val"), finite_or_none(best_test, "best_test"),
-            None if metric is None else str(metric), int_or_none(duration_ms, "duration_ms"),
+            text_or_none(None if metric is None else str(metric), "metric"), int_or_none(duration_ms, "duration_ms"),
         ]
         with self._lock:
             self._check_open()
@@ -500,6 +505,7 @@ class WorkspaceStore:
 
         Artifact references held by its chains are released; logs are kept.
         """
+        error = text_or_none(str(error), "error")
         with self._lock:
             self._check_open()
             self._pipeline_info(pipeline_id)
@@ -512,7 +518,7 @@ class WorkspaceStore:
                 self._release_refs(con, [chain_artifact_refs(decode_json_columns("chains", c)) for c in dropped.chains])
                 con.execute(
                     "UPDATE pipelines SET status = 'failed', error = ?, completed_at = ? "
-                    "WHERE pipeline_id = ?", [str(error), _now(), pipeline_id])
+                    "WHERE pipeline_id = ?", [error, _now(), pipeline_id])
                 return ids
 
             deleted_ids = self._commit(update)
@@ -585,7 +591,7 @@ class WorkspaceStore:
         """
         if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
             raise InvalidInputError("steps must be a non-empty list of step dicts")
-        idx = int_or_none(model_step_idx, "model_step_idx")
+        idx = int_or_none(model_step_idx, "model_step_idx", 32)
         if idx is None or not 0 <= idx < len(steps):
             raise InvalidInputError(
                 f"model_step_idx {model_step_idx!r} is outside the {len(steps)} steps")
@@ -607,7 +613,7 @@ class WorkspaceStore:
                 if not self._artifact_known(artifact_id):
                     raise MissingParentError("artifact", artifact_id)
             chain_id = _new_id()
-            self._pending.chains.append({
+            self._pending.chains.append(check_row("chains", {
                 "chain_id": chain_id, "pipeline_id": pipeline_id,
                 "steps": to_json(steps, "steps"), "model_step_idx": idx,
                 "model_class": model_class, "preprocessings": preprocessings or "",
@@ -615,9 +621,9 @@ class WorkspaceStore:
                 "fold_artifacts": to_json(chain["fold_artifacts"], "fold_artifacts"),
                 "shared_artifacts": to_json(chain["shared_artifacts"], "shared_artifacts"),
                 "branch_path": to_json(branch_path, "branch_path"),
-                "source_index": int_or_none(source_index, "source_index"),
+                "source_index": int_or_none(source_index, "source_index", 32),
                 "created_at": _now(),
-            })
+            }))
             self._chains.add(chain_id)
             self._maybe_autoflush()
         return chain_id
@@ -685,6 +691,7 @@ class WorkspaceStore:
             "preprocessings": preprocessings or "", "has_arrays": record is not None,
             "created_at": _now(),
         }
+        check_row("predictions", row)
         with self._lock:
             self._check_open()
             run_id, _ = self._pipeline_info(pipeline_id)
@@ -720,6 +727,7 @@ class WorkspaceStore:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidInputError("artifact data must be bytes")
         data = bytes(data)
+        check_row("artifacts", {"operator_class": operator_class, "artifact_type": artifact_type, "format": format})
         artifact_id = content_hash(data)
         relative = self._artifact_files.relative_path(artifact_id, format)
         with self._lock:
@@ -808,16 +816,17 @@ class WorkspaceStore:
         level: str = "info",
     ) -> None:
         """Record a structured log entry for a pipeline step."""
-        if level not in LOG_LEVELS:
+        if not isinstance(level, str) or level not in LOG_LEVELS:
             raise InvalidInputError(f"unknown log level {level!r}; expected one of: {', '.join(sorted(LOG_LEVELS))}")
         _check_name(event, "event")
         row = {
             "log_id": _new_id(), "pipeline_id": pipeline_id,
-            "step_idx": int_or_none(step_idx, "step_idx"), "operator_class": operator_class,
+            "step_idx": int_or_none(step_idx, "step_idx", 32), "operator_class": operator_class,
             "event": event, "duration_ms": int_or_none(duration_ms, "duration_ms"),
             "message": message, "details": to_json(details, "details"), "level": level,
             "created_at": _now(),
         }
+        check_row("logs", row)
         with self._lock:
             self._check_open()
             self._pipeline_info(pipeline_id)
