@@ -14,6 +14,10 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InvalidInputError
+from .layout import dataset_dirname
+
+#: Longest prediction id an array record may carry.
+MAX_ID_CHARS = 256
 
 META_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("prediction_id", pa.string()),
@@ -44,7 +48,10 @@ ARRAY_KEYS = ("y_true", "y_pred", "y_proba", "sample_indices", "weights")
 
 
 def _as_1d(value: Any, key: str, pid: str) -> np.ndarray:
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged lists, objects numpy cannot convert
+        raise InvalidInputError(f"prediction {pid!r}: {key} is not an array: {exc}") from None
     if array.ndim != 1:
         raise InvalidInputError(
             f"prediction {pid!r}: {key} must be 1-D, got shape {array.shape}"
@@ -56,19 +63,73 @@ def _is_numeric(array: np.ndarray) -> bool:
     return array.dtype.kind in "biuf"
 
 
+def _check_values(array: np.ndarray, key: str, pid: str) -> np.ndarray:
+    """Refuse ``y_true``/``y_pred`` values that would be altered or fail when stored.
+
+    Numeric arrays are kept; label arrays must hold strings (numpy ``str_`` or
+    Python ``str`` objects) that UTF-8 can encode, since they are stored as text.
+    """
+    kind = array.dtype.kind
+    if kind in "biuf":
+        return array
+    if kind == "O" and all(isinstance(v, str) for v in array.tolist()):
+        labels = array.tolist()
+    elif kind == "U":
+        labels = array.tolist()
+    else:
+        raise InvalidInputError(
+            f"prediction {pid!r}: {key} must hold numbers or string labels, got dtype {array.dtype}")
+    try:
+        "".join(labels).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"prediction {pid!r}: a label in {key} holds a lone surrogate; it cannot be stored") from None
+    return array
+
+
+def _check_meta(record: dict[str, Any], pid: str) -> None:
+    """Metadata stored next to the arrays must be None or storable text (float for val_score)."""
+    for name, dtype in META_FIELDS:
+        value = record.get(name)
+        if value is None or name == "prediction_id":
+            continue
+        if pa.types.is_string(dtype):
+            if not isinstance(value, str):
+                raise InvalidInputError(
+                    f"prediction {pid!r}: {name} must be a string, got {type(value).__name__}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError(
+                    f"prediction {pid!r}: {name} holds a lone surrogate; it cannot be stored") from None
+        elif not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+            raise InvalidInputError(f"prediction {pid!r}: {name} must be a number, got {value!r}")
+
+
 def normalize_record(record: dict[str, Any]) -> dict[str, Any]:
     """Validate one record and return it with numpy arrays; raise InvalidInputError on any problem."""
+    if not isinstance(record, dict):
+        raise InvalidInputError(f"an array record must be a dict, got {type(record).__name__}")
     pid = record.get("prediction_id")
-    if not isinstance(pid, str) or not pid:
-        raise InvalidInputError(f"array record needs a non-empty prediction_id, got {pid!r}")
+    if not isinstance(pid, str) or not pid or len(pid) > MAX_ID_CHARS \
+            or any(c in pid for c in "\x00\r\n"):
+        raise InvalidInputError(
+            f"array record needs a prediction_id of 1-{MAX_ID_CHARS} characters without NUL "
+            f"or line breaks, got {pid!r:.80}")
+    try:
+        pid.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("array record prediction_id holds a lone surrogate") from None
     dataset = record.get("dataset_name")
     if not isinstance(dataset, str) or not dataset:
         raise InvalidInputError(f"prediction {pid!r}: dataset_name must be a non-empty string")
+    dataset_dirname(dataset)  # refuses names no directory can carry
+    _check_meta(record, pid)
     if record.get("y_true") is None or record.get("y_pred") is None:
         raise InvalidInputError(f"prediction {pid!r}: y_true and y_pred are both required")
     out = dict(record)
-    y_true = _as_1d(record["y_true"], "y_true", pid)
-    y_pred = _as_1d(record["y_pred"], "y_pred", pid)
+    y_true = _check_values(_as_1d(record["y_true"], "y_true", pid), "y_true", pid)
+    y_pred = _check_values(_as_1d(record["y_pred"], "y_pred", pid), "y_pred", pid)
     n = len(y_true)
     if len(y_pred) != n:
         raise InvalidInputError(
@@ -77,7 +138,10 @@ def normalize_record(record: dict[str, Any]) -> dict[str, Any]:
     out["y_true"], out["y_pred"] = y_true, y_pred
     proba = record.get("y_proba")
     if proba is not None:
-        proba = np.asarray(proba, dtype=np.float64)
+        try:
+            proba = np.asarray(proba, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"prediction {pid!r}: y_proba must be numeric: {exc}") from None
         if proba.ndim == 1:
             proba = proba.reshape(-1, 1)
         if proba.ndim != 2 or proba.shape[0] != n:

@@ -14,10 +14,24 @@ TOMBSTONE_DIR = "_tombstones"
 ROW_GROUP_SIZE = 256
 
 
+#: Longest encoded directory name; most file systems allow 255 bytes per name.
+MAX_DIRNAME_BYTES = 255
+
+
 def dataset_dirname(dataset_name: str) -> str:
-    """Encode a dataset name as a safe directory name (reversible)."""
+    """Encode a dataset name as a safe directory name (reversible).
+
+    Any character outside ``[A-Za-z0-9._-]`` (and a leading ``.`` or ``_``) is
+    percent-encoded, so ``/``, ``..`` and NUL cannot escape ``arrays/``. Names
+    whose encoding exceeds 255 bytes, and names holding a lone surrogate, raise
+    InvalidInputError.
+    """
     if not isinstance(dataset_name, str) or not dataset_name:
-        raise InvalidInputError(f"dataset_name must be a non-empty string, got {dataset_name!r}")
+        raise InvalidInputError(f"dataset_name must be a non-empty string, got {dataset_name!r:.80}")
+    try:
+        dataset_name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("dataset_name holds a lone surrogate; it cannot be stored") from None
     out: list[str] = []
     for index, char in enumerate(dataset_name):
         keep = char.isascii() and (char.isalnum() or char in "-_.")
@@ -27,7 +41,14 @@ def dataset_dirname(dataset_name: str) -> str:
             out.append(char)
         else:
             out.extend(f"%{byte:02X}" for byte in char.encode("utf-8"))
-    return "".join(out)
+        if len(out) > MAX_DIRNAME_BYTES:
+            break
+    encoded = "".join(out)
+    if len(encoded) > MAX_DIRNAME_BYTES:
+        raise InvalidInputError(
+            f"dataset_name {dataset_name[:40]!r}... ({len(dataset_name)} characters) is too long: "
+            f"its directory name would exceed {MAX_DIRNAME_BYTES} bytes")
+    return encoded
 
 
 def dataset_from_dirname(dirname: str) -> str:

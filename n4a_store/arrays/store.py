@@ -89,8 +89,7 @@ class ArrayStore:
         try:
             for dataset, table in tables.items():
                 directory = self.root / dataset_dirname(dataset)
-                directory.mkdir(exist_ok=True)
-                name = new_part_name()
+                name = new_part_name()  # atomic_path creates the directory durably
                 final = directory / name
                 with atomic_path(final) as tmp:
                     pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)

@@ -4,7 +4,9 @@
 
 1. files that are not zips, and members with absolute paths, ``..`` parts,
    backslashes, drive letters, symlinks or duplicate names;
-2. bundles larger (uncompressed) than a bound, to defuse zip bombs;
+2. bundles larger (uncompressed) than a bound, and any member whose stream
+   inflates past the size its zip headers declare (refused as soon as it does,
+   never inflated in full), to defuse zip bombs;
 3. a missing or malformed ``manifest.json``, or a newer format version;
 4. members not listed in the manifest, and listed members that are absent;
 5. any member whose SHA-256 differs from the manifest, and any artifact whose
@@ -31,6 +33,7 @@ import json
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -173,11 +176,11 @@ def read_verified_bundle(path: str | Path, *, max_bytes: int = MAX_BUNDLE_BYTES,
             raise UnsafeBundleError(f"{path.name} lacks members listed in its manifest: {missing}")
 
         contents: dict[str, bytes] = {}
-        budget = max_bytes  # declared sizes can lie: cap what is actually inflated, in total
+        declared = {info.filename: info.file_size for info in infos}
         for name, entry in members.items():
             check_member_name(name)
-            data = _read(archive, name, budget)
-            budget -= len(data)
+            # declared sizes can lie: stop inflating a member as soon as it passes its own
+            data = _read(archive, name, declared[name])
             digest = sha256_hex(data)
             if digest != entry.get("sha256"):
                 raise BundleIntegrityError(
@@ -211,13 +214,31 @@ def read_verified_bundle(path: str | Path, *, max_bytes: int = MAX_BUNDLE_BYTES,
                           chain=chain, artifacts=artifacts)
 
 
+READ_CHUNK = 1 << 20
+
+
 def _read(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
-    """Read one member, refusing to inflate more than ``limit`` bytes."""
-    with archive.open(name) as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise UnsafeBundleError(f"bundle member {name!r} is larger than {limit} bytes")
-    return data
+    """Read one member in chunks, refusing it as soon as it inflates past ``limit`` bytes.
+
+    Memory and time stay bounded by ``limit`` plus one chunk, whatever the stream holds.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with archive.open(name) as handle:
+            while True:
+                chunk = handle.read(min(READ_CHUNK, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise UnsafeBundleError(
+                        f"bundle member {name!r} inflates past {limit} bytes (its declared "
+                        f"size or the allowed bound); the bundle is refused")
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, zlib.error) as error:
+        raise UnsafeBundleError(f"bundle member {name!r} cannot be read: {error}") from None
+    return b"".join(chunks)
 
 
 def _parse_manifest(data: bytes, bundle_name: str) -> dict[str, Any]:

@@ -3,6 +3,14 @@
 No text from a caller is ever spliced into SQL: identifiers a caller may name
 (ranking metric, ``group_by``, filters) are checked against the sets below and
 only the whitelisted identifier is used; values always travel as parameters.
+
+Every value is also checked here against what its column can hold, at the call
+that gives it, so a value the catalog cannot store is refused with
+:class:`~n4a_store.errors.InvalidInputError` before it is buffered (and can
+never make a later commit fail): integers must fit their column's width
+(``INTEGER`` 32 bits, ``BIGINT`` 64 bits), text must be a ``str`` without NUL
+characters or lone surrogates (which UTF-8 cannot encode), and JSON values may
+only hold such strings and integers that fit in 64 bits.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from pathlib import PurePath
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from ..errors import InvalidInputError
 
@@ -74,31 +83,110 @@ def finite_or_none(value: Any, field: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def int_or_none(value: Any, field: str) -> int | None:
-    """Coerce to int or None, refusing floats with a fractional part and non-numbers."""
+def int_or_none(value: Any, field: str, bits: int = 64) -> int | None:
+    """Coerce to int or None, refusing floats with a fractional part and non-numbers.
+
+    The result must fit a signed integer of ``bits`` bits (32 for ``INTEGER``
+    columns, 64 for ``BIGINT``); anything larger raises InvalidInputError.
+    """
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)):
         raise InvalidInputError(f"{field} must be an integer, got {value!r}")
     if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return int(value)
-    raise InvalidInputError(f"{field} must be an integer, got {value!r}")
+        number = int(value)
+    elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+        number = int(value)
+    else:
+        raise InvalidInputError(f"{field} must be an integer, got {_short(value)}")
+    limit = 1 << (bits - 1)
+    if not -limit <= number < limit:
+        raise InvalidInputError(
+            f"{field} must fit in a signed {bits}-bit integer "
+            f"({-limit} to {limit - 1}), got {_short(number)}")
+    return number
+
+
+def _short(value: Any, width: int = 80) -> str:
+    """``repr(value)`` cut to ``width`` characters, for error messages."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as catalog text, or None if it can."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"contains a lone surrogate {value[error.start]!r} at position {error.start}"
+    return None
+
+
+def text_or_none(value: Any, field: str) -> str | None:
+    """Return ``value`` if it is None or a storable ``str``, else raise InvalidInputError.
+
+    Storable text has no NUL character and no lone surrogate (``"\\ud800"``).
+    Non-strings are refused rather than converted.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{field} must be a string, got {type(value).__name__} {_short(value)}")
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInputError(f"{field} {problem}; it cannot be stored")
+    return value
+
+
+def check_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """Check a row buffered for ``table`` against its column types; return it.
+
+    Text columns must hold storable text or None, integer columns integers
+    that fit their width: the last line of defence that keeps an unstorable
+    value from reaching (and failing) a commit.
+    """
+    from .pending import SCHEMAS  # pending imports pyarrow only; no cycle
+
+    for column in SCHEMAS[table]:
+        if column.name not in row:
+            continue
+        value = row[column.name]
+        if pa.types.is_string(column.type):
+            text_or_none(value, column.name)
+        elif pa.types.is_integer(column.type):
+            int_or_none(value, column.name, column.type.bit_width)
+    return row
+
+
+#: Integers inside JSON values must lie in [JSON_INT_MIN, JSON_INT_MAX]: 64 bits,
+#: signed or unsigned, which every JSON reader of the catalog (DuckDB, polars) holds.
+JSON_INT_MIN = -(1 << 63)
+JSON_INT_MAX = (1 << 64) - 1
 
 
 def _plain(obj: Any, field: str) -> Any:
-    if obj is None or isinstance(obj, (str, bool)):
+    if obj is None or isinstance(obj, bool):
         return obj
+    if isinstance(obj, str):
+        return _json_text(obj, field)
     if isinstance(obj, (int, np.integer)):
-        return int(obj)
+        number = int(obj)
+        if not JSON_INT_MIN <= number <= JSON_INT_MAX:
+            raise InvalidInputError(
+                f"{field} holds the integer {_short(number)}, which does not fit in 64 bits")
+        return number
     if isinstance(obj, (float, np.floating)):
         number = float(obj)
         return number if math.isfinite(number) else None
     if isinstance(obj, np.bool_):
         return bool(obj)
     if isinstance(obj, dict):
-        return {str(k): _plain(v, field) for k, v in obj.items()}
+        return {_json_text(str(k), field): _plain(v, field) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [_plain(v, field) for v in obj]
     if isinstance(obj, np.ndarray):
@@ -114,11 +202,29 @@ def _plain(obj: Any, field: str) -> Any:
     )
 
 
+def _json_text(text: str, field: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInputError(
+            f"{field} holds a string with a lone surrogate {text[error.start]!r}; "
+            f"it cannot be stored") from None
+    return text
+
+
 def to_json(obj: Any, field: str) -> str | None:
-    """Serialise to JSON text; numpy scalars become numbers, non-finite floats become null."""
+    """Serialise to JSON text; numpy scalars become numbers, non-finite floats become null.
+
+    Refused with InvalidInputError: values that are not JSON-like, strings (values
+    or keys) holding a lone surrogate, integers beyond 64 bits, and structures
+    nested too deeply (or containing themselves).
+    """
     if obj is None:
         return None
-    return json.dumps(_plain(obj, field), separators=(",", ":"))
+    try:
+        return json.dumps(_plain(obj, field), separators=(",", ":"))
+    except RecursionError:
+        raise InvalidInputError(f"{field} is nested too deeply (or contains itself)") from None
 
 
 def from_json(text: str | None) -> Any:

@@ -148,7 +148,8 @@ class _Recovery:
             return self._record_death(task, None, None, before_start=True)
         code = exit_codes.get(pid)
         self.breaks[task] = self.breaks.get(task, 0) + 1
-        died = code is not None and code != -signal.SIGTERM  # SIGTERM: stopped by the pool
+        # SIGTERM or a clean exit (0): stopped by the pool shutting down, not a crash
+        died = code is not None and code not in (0, -signal.SIGTERM)
         if died or self.breaks[task] > 1:
             return self._record_death(task, pipeline_id, code)
         if pipeline_id is not None:

@@ -29,7 +29,14 @@ import polars as pl
 
 from ..artifacts.codec import content_hash, deserialize, serialize
 from ..catalog.base import Session
-from ..catalog.columns import PREDICTION_FILTERS, RANKABLE_COLUMNS, check_column, decode_json_columns
+from ..catalog.columns import (
+    PREDICTION_FILTERS,
+    RANKABLE_COLUMNS,
+    check_column,
+    check_row,
+    decode_json_columns,
+    text_or_none,
+)
 from ..catalog.pending import PendingArtifact
 from ..errors import (
     ArtifactIntegrityError,
@@ -180,7 +187,7 @@ class WorkspaceStore:
 
     def fail_run(self, run_id: str, error: str) -> None:
         """Mark a run as failed with an error message."""
-        self._finish_run(run_id, "failed", None, str(error))
+        self._finish_run(run_id, "failed", None, text_or_none(str(error), "error"))
 
     # -- pipeline lifecycle -------------------------------------------------------------
     def begin_pipeline(
@@ -234,7 +241,7 @@ class WorkspaceStore:
         with self._lock:
             self._check_open()
             self._uow.pipeline_owner(pipeline_id)
-            maintenance.fail_pipeline(self._uow, pipeline_id, str(error))
+            maintenance.fail_pipeline(self._uow, pipeline_id, text_or_none(str(error), "error") or "")
 
     def delete_pipeline(self, pipeline_id: str, delete_artifacts: bool = True) -> int:
         """Delete one pipeline and its chains, predictions, arrays and logs; return rows deleted."""
@@ -343,6 +350,8 @@ class WorkspaceStore:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidInputError("artifact data must be bytes")
         data = bytes(data)
+        check_row("artifacts", {"operator_class": operator_class, "artifact_type": artifact_type,
+                                "format": format})
         artifact_id = content_hash(data)
         relative = self._artifact_files.relative_path(artifact_id, format)
         with self._lock:
