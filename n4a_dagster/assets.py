@@ -171,7 +171,7 @@ def pipeline_partition(context: AssetExecutionContext, sweep_run: dict[str, Any]
     cfg = n4a_sweep.load()
     spec = n4a_sweep.spec(pipeline_key)
     ds = n4a_sweep.dataset(dataset_name)
-    workspace = n4a_store.workspace_path()
+    workspace = n4a_store.display_uri()
     with n4a_store.open_store() as store:
         outcome = run_partition(store, sweep_run["run_id"], cfg, spec, ds)
     yield Output({"pipeline_id": outcome.pipeline_id, "run_id": outcome.run_id},
@@ -181,7 +181,7 @@ def pipeline_partition(context: AssetExecutionContext, sweep_run: dict[str, Any]
         # still name the kept earlier pipeline's chain and arrays (or none), which exist.
         context.log.warning(failure_message(outcome, spec.name))
         return
-    yield Output(StoredChain(outcome.chain_id, str(workspace)), output_name="chain")
+    yield Output(StoredChain(outcome.chain_id, n4a_store.workspace), output_name="chain")
     yield Output(PredictionArraysRef(dataset_name=ds.name, prediction_ids=outcome.prediction_ids,
                                      pipeline_id=outcome.pipeline_id, run_id=outcome.run_id),
                  output_name="prediction_arrays")
@@ -198,7 +198,7 @@ def leaderboard(context: AssetExecutionContext, sweep_run: dict[str, Any],
     context.log.info(f"run {sweep_run['run_id']}: {summary['n_completed']} completed, "
                      f"{summary['n_failed']} failed")
     return MaterializeResult(metadata=leaderboard_metadata(
-        sweep_run["run_id"], summary, board, n4a_store.workspace_path()))
+        sweep_run["run_id"], summary, board, n4a_store.display_uri()))
 
 
 class ModelBundleConfig(Config):
@@ -263,7 +263,7 @@ def model_bundle(context: AssetExecutionContext, config: ModelBundleConfig,
         META_CHAIN_ID: row["chain_id"],
         META_PIPELINE_ID: row["pipeline_id"],
         META_RUN_ID: sweep_run["run_id"],
-        META_WORKSPACE: str(workspace),
+        META_WORKSPACE: n4a_store.display_uri(),
         "pipeline_name": row["name"],
         "model_class": row.get("model_class") or "",
         **({"metric": row["metric"]} if row.get("metric") else {}),

@@ -130,7 +130,7 @@ class N4AChainIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext) -> Any:
         """A :class:`StoredChain` (record loaded) per upstream partition."""
-        workspace = str(self.n4a_store.workspace_path())
+        workspace = self.n4a_store.workspace  # the location, reopened as it was given
         with self.n4a_store.open_store() as store:
             def load_one(ids: dict[str, Any]) -> StoredChain:
                 chain_id = ids.get(META_CHAIN_ID)

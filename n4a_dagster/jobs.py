@@ -175,7 +175,7 @@ def partition_events(store: Any, outcome: Any) -> list[AssetMaterialization]:
     """
     partition = pipeline_partition_key(outcome.dataset_name, outcome.pipeline_key)
     events = [AssetMaterialization(asset_key=PIPELINE, partition=partition,
-                                   metadata=pipeline_metadata(outcome, store.workspace_path))]
+                                   metadata=pipeline_metadata(outcome, store.uri))]
     if outcome.status == "completed" and outcome.chain_id:
         events.append(AssetMaterialization(asset_key=CHAIN, partition=partition,
                                            metadata=chain_metadata(store, outcome.chain_id)))
@@ -203,7 +203,7 @@ def finish_sweep_op(context: OpExecutionContext, outcomes: list,
     context.log_event(AssetObservation(asset_key=SWEEP_RUN, metadata=run_meta))
     context.log_event(AssetMaterialization(
         asset_key=LEADERBOARD,
-        metadata=leaderboard_metadata(run_id, summary, board, n4a_store.workspace_path())))
+        metadata=leaderboard_metadata(run_id, summary, board, n4a_store.display_uri())))
     context.log_event(arrays_check.as_evaluation(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS))
     context.log_event(artifacts_check.as_evaluation(SWEEP_RUN, ARTIFACTS_INTACT))
     context.log.info(f"run {run_id}: {summary['n_completed']} completed, {summary['n_failed']} "

@@ -268,7 +268,7 @@ def failure_message(outcome: PipelineOutcome, pipeline_name: str) -> str:
     return message
 
 
-def pipeline_metadata(outcome: PipelineOutcome, workspace: Path) -> dict[str, Any]:
+def pipeline_metadata(outcome: PipelineOutcome, workspace: str) -> dict[str, Any]:
     """UI metadata of a pipeline partition: store ids, status, scores."""
     meta: dict[str, Any] = {
         META_RUN_ID: outcome.run_id,
@@ -411,7 +411,7 @@ def finish_run(store: WorkspaceStore, run_id: str) -> tuple[dict[str, Any], pl.D
 
 
 def leaderboard_metadata(run_id: str, summary: dict[str, Any], board: pl.DataFrame,
-                         workspace: Path) -> dict[str, Any]:
+                         workspace: str) -> dict[str, Any]:
     """UI metadata of the leaderboard: the best pipelines, counts and a ranked table."""
     meta: dict[str, Any] = {
         META_RUN_ID: run_id,

@@ -26,7 +26,7 @@ class StoredChain:
 
     Attributes:
         chain_id: The store's chain id.
-        workspace: Absolute workspace directory holding the chain.
+        workspace: Location of the store holding the chain (a path or store URI).
         record: The chain row (``WorkspaceStore.get_chain``), when loaded.
     """
 
@@ -38,14 +38,14 @@ class StoredChain:
         """Replay the chain on ``X`` (opens the store for the call only)."""
         from n4a_store import WorkspaceStore
 
-        with WorkspaceStore(Path(self.workspace)) as store:
+        with WorkspaceStore(self.workspace) as store:
             return store.replay_chain(self.chain_id, X, wavelengths=wavelengths, **kwargs)
 
     def export(self, output_path: str | Path, format: str = "n4a") -> Path:
         """Export the chain as a ``.n4a`` bundle or ``.n4a.py`` script."""
         from n4a_store import WorkspaceStore
 
-        with WorkspaceStore(Path(self.workspace)) as store:
+        with WorkspaceStore(self.workspace) as store:
             return Path(store.export_chain(self.chain_id, Path(output_path), format=format))
 
 

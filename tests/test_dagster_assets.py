@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +42,18 @@ from n4a_dagster.values import ChainToSave, PredictionsToSave, StoredChain
 from n4a_store import WorkspaceStore, predict
 from n4a_store.chains.trace import ExecutionTrace, TraceStep
 from n4a_store.sweep import load_dataset
+from pg_support import BACKENDS, postgres_database
 
 DATASET_NAME = "fermentation"
+SECRET = "n4a-test-secret"
 pytestmark = pytest.mark.filterwarnings("ignore:InitResourceContext.dagster_run is deprecated")
 
 
 class Sweep:
     """One in-process materialization of the whole asset graph, shared by this module."""
 
-    def __init__(self, root: Path, instance: DagsterInstance) -> None:
-        self.workspace = root / "workspace"
+    def __init__(self, root: Path, instance: DagsterInstance, location: str) -> None:
+        self.workspace = location
         self.config = tiny_sweep_config(root)
         self.defs = build_definitions(workspace=str(self.workspace), sweep_config=str(self.config))
         self.resources = self.defs.resources
@@ -68,11 +71,19 @@ class Sweep:
         return WorkspaceStore(self.workspace)
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def sweep(request, tmp_path_factory):
+    """The whole graph materialized once per catalog backend (a directory, a PostgreSQL URI)."""
     root = tmp_path_factory.mktemp("dagster_assets")
-    with instance_for_test() as instance:
-        s = Sweep(root, instance)
+    with contextlib.ExitStack() as stack:
+        location = str(root / "workspace")
+        if request.param == "postgresql":
+            url = stack.enter_context(postgres_database())
+            # trust auth ignores the password: it is there to prove it never reaches the UI
+            url = url.replace("://postgres@", f"://postgres:{SECRET}@")
+            location = f"{url}?file_root={location}"
+        instance = stack.enter_context(instance_for_test())
+        s = Sweep(root, instance, location)
         s.plan_result = s.materialize([sweep_plan])
         s.pipeline_keys = list(instance.get_dynamic_partitions("n4a_pipelines"))
         s.materialize([dataset], partition_key=DATASET_NAME)
@@ -297,3 +308,13 @@ def test_model_bundle_exports_the_best_chain(sweep, tmp_path):
     bundle = Path(meta["bundle_path"])
     assert bundle.parent == tmp_path and bundle.suffix == ".n4a"
     np.testing.assert_allclose(predict(bundle, ds.X, wavelengths=ds.wavelengths), expected)
+
+
+def test_no_password_in_any_materialization(sweep):
+    """Every event of every run (metadata included) shows the store URI without its password."""
+    texts = [str(e.dagster_event) for r in sweep.instance.get_runs()
+             for e in sweep.instance.all_logs(r.run_id) if e.dagster_event is not None]
+    assert texts
+    assert not any(SECRET in t for t in texts)
+    if "://" in sweep.workspace:
+        assert any("postgres:***@" in t for t in texts)
