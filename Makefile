@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/dagster_sweep.py
+	$(BIN)/python benchmarks/backends.py
 
 clean:
 	rm -rf $(VENV) workspace .dagster_home
