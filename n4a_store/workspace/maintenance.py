@@ -1,0 +1,141 @@
+"""Deletes, garbage collection, compaction and array housekeeping of a store.
+
+Each function takes the store's :class:`~.commit.UnitOfWork` and runs in one
+catalog transaction marked as maintenance, so on backends with concurrent
+writers (PostgreSQL) a file is only removed while no writer can be claiming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..catalog.base import Session
+from ..catalog.columns import decode_json_columns
+from .commit import UnitOfWork
+from .writes import chain_artifact_refs, now
+
+Deleted = list[tuple[str, str, str | None]]  # (prediction_id, dataset_name, array_ref)
+
+
+def _release_chain_claims(uow: UnitOfWork, s: Session, chains: list[dict[str, Any]]) -> None:
+    refs = [ref for c in chains for ref in chain_artifact_refs(decode_json_columns("chains", c))]
+    uow.catalog.release_claims(s, refs)
+
+
+def delete_pipeline_rows(uow: UnitOfWork, s: Session, pipeline_ids: list[str],
+                         keep_logs: bool) -> tuple[int, Deleted]:
+    """Delete chains, predictions (and logs) of pipelines and release their claims."""
+    catalog = uow.catalog
+    catalog.existing(s, "pipelines", "pipeline_id", pipeline_ids, lock="update")
+    chains = catalog.chains_of_pipelines(s, pipeline_ids)
+    _release_chain_claims(uow, s, chains)
+    uow.chains -= {c["chain_id"] for c in chains}
+    return catalog.delete_pipeline_rows(s, pipeline_ids, keep_logs)
+
+
+def _dead_artifacts(uow: UnitOfWork, s: Session) -> list[tuple[str, str]]:
+    return uow.catalog.collect_dead_artifacts(s, keep=set(uow.pending.artifacts))
+
+
+def _remove_files(uow: UnitOfWork, dead: list[tuple[str, str]]) -> None:
+    for artifact_id, fmt in dead:
+        uow.artifacts.remove(artifact_id, fmt)
+
+
+def forget_arrays(uow: UnitOfWork, deleted: Deleted) -> None:
+    """Delete the arrays of deleted predictions from the array backend."""
+    ids = [pid for pid, _, _ in deleted]
+    if ids:
+        uow.arrays.delete(ids)
+
+
+def fail_pipeline(uow: UnitOfWork, pipeline_id: str, error: str) -> None:
+    """Record a failure and roll back the pipeline's chains, predictions and arrays."""
+    dropped = uow.pending.drop_pipelines({pipeline_id})
+    uow.pending.completions.pop(pipeline_id, None)
+    uow.chains -= dropped.chain_ids()
+
+    def update(s: Session) -> Deleted:
+        deleted = delete_pipeline_rows(uow, s, [pipeline_id], keep_logs=True)[1]
+        _release_chain_claims(uow, s, dropped.chains)
+        uow.catalog.mark_pipeline_failed(s, pipeline_id, error, now())
+        return deleted
+
+    forget_arrays(uow, uow.commit(update))
+
+
+def delete_pipeline(uow: UnitOfWork, pipeline_id: str, delete_artifacts: bool) -> int:
+    """Delete one pipeline with everything under it; return rows deleted."""
+
+    def delete(s: Session) -> tuple[int, Deleted, list[tuple[str, str]]]:
+        count, deleted = delete_pipeline_rows(uow, s, [pipeline_id], keep_logs=False)
+        count += uow.catalog.delete_pipelines(s, [pipeline_id])
+        dead = _dead_artifacts(uow, s) if delete_artifacts else []
+        return count + len(dead), deleted, dead
+
+    count, deleted, _ = uow.commit(delete, after=lambda r: _remove_files(uow, r[2]), maintenance=True)
+    uow.pipelines.pop(pipeline_id, None)
+    forget_arrays(uow, deleted)
+    return count
+
+
+def delete_run(uow: UnitOfWork, run_id: str, delete_artifacts: bool) -> int:
+    """Delete a run with everything under it; return rows deleted."""
+
+    def delete(s: Session) -> tuple[int, Deleted, list[tuple[str, str]], list[str]]:
+        catalog = uow.catalog
+        if not catalog.run_exists(s, run_id):
+            return 0, [], [], []
+        pipeline_ids = catalog.run_pipeline_ids(s, run_id)
+        count, deleted = 0, []
+        if pipeline_ids:
+            count, deleted = delete_pipeline_rows(uow, s, pipeline_ids, keep_logs=False)
+            count += catalog.delete_pipelines(s, pipeline_ids)
+        count += catalog.delete_run_row(s, run_id)
+        dead = _dead_artifacts(uow, s) if delete_artifacts else []
+        return count + len(dead), deleted, dead, pipeline_ids
+
+    count, deleted, _, pipeline_ids = uow.commit(
+        delete, after=lambda r: _remove_files(uow, r[2]), maintenance=True)
+    for pid in pipeline_ids:
+        uow.pipelines.pop(pid, None)
+    uow.runs.discard(run_id)
+    forget_arrays(uow, deleted)
+    return count
+
+
+def delete_prediction(uow: UnitOfWork, prediction_id: str) -> bool:
+    """Delete one prediction and its arrays; False if it did not exist."""
+    deleted = uow.commit(lambda s: uow.catalog.delete_prediction(s, prediction_id))
+    if deleted is None:
+        return False
+    forget_arrays(uow, [deleted])
+    return True
+
+
+def gc_artifacts(uow: UnitOfWork) -> int:
+    """Remove artifacts no chain names and nobody claims; return how many."""
+    dead = uow.commit(lambda s: _dead_artifacts(uow, s),
+                      after=lambda d: _remove_files(uow, d), maintenance=True)
+    return len(dead)
+
+
+def compact_arrays(uow: UnitOfWork, dataset_name: str | None) -> int:
+    """Tombstone array rows with no catalog record, then compact; return rows removed.
+
+    Orphan rows come from a process that died between writing its arrays and
+    committing its transaction.
+    """
+    uow.commit()
+    arrays = uow.arrays
+    datasets = [dataset_name] if dataset_name is not None else arrays.list_datasets()
+    for dataset in datasets:
+        ids = arrays.list_keys(dataset)
+        if not ids:
+            continue
+        with uow.catalog.reading() as s:
+            known = uow.catalog.prediction_ids_of_dataset(s, dataset)
+        orphans = [i for i in ids if i not in known]
+        if orphans:
+            arrays.delete(orphans)
+    return arrays.compact(dataset_name)

@@ -1,0 +1,206 @@
+"""Validation and row building: every argument is checked here, at the call that gave it.
+
+Functions take the public API's arguments and return catalog rows (plain dicts in
+the column layout of :mod:`n4a_store.catalog.pending`) or raise
+:class:`~n4a_store.errors.InvalidInputError`. Nothing here touches a backend.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from ..arrays.codec import normalize_record
+from ..catalog.columns import LOG_LEVELS, check_row, finite_or_none, int_or_none, text_or_none, to_json
+from ..errors import InvalidInputError
+
+
+def now() -> datetime:
+    """The current UTC time, naive (as the catalog stores it)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    """A fresh UUID string."""
+    return str(uuid.uuid4())
+
+
+def check_name(value: Any, field: str) -> str:
+    """A non-empty string, else InvalidInputError naming ``field``."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(f"{field} must be a non-empty string, got {value!r}")
+    return text_or_none(value, field)  # type: ignore[return-value]
+
+
+def check_page(limit: int | None, offset: int) -> None:
+    """Refuse negative or non-integer pagination."""
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 0):
+        raise InvalidInputError(f"limit must be a non-negative integer or None, got {limit!r}")
+    if not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise InvalidInputError(f"offset must be a non-negative integer, got {offset!r}")
+
+
+def chain_artifact_refs(chain: dict[str, Any]) -> list[str]:
+    """Artifact references a chain holds, one entry per claim it owns.
+
+    A chain owns one claim per value of ``fold_artifacts`` and ``shared_artifacts``
+    and per value of any per-step ``fold_artifacts`` mapping (per-fold
+    transformers). A step's plain ``artifact_id`` mirrors ``shared_artifacts``
+    and is not counted twice.
+    """
+    refs: list[str] = []
+    for key in ("fold_artifacts", "shared_artifacts"):
+        value = chain.get(key) or {}
+        refs.extend(v for v in value.values() if isinstance(v, str))
+    model_idx = chain.get("model_step_idx")
+    for step in chain.get("steps") or []:
+        if not isinstance(step, dict) or step.get("step_idx") == model_idx:
+            continue
+        per_fold = step.get("fold_artifacts")
+        if isinstance(per_fold, dict):
+            refs.extend(v for v in per_fold.values() if isinstance(v, str))
+    return refs
+
+
+def run_row(name: Any, config: Any, datasets: Any, metadata: Any) -> dict[str, Any]:
+    """A new ``runs`` row."""
+    check_name(name, "run name")
+    if datasets is None:
+        datasets = []
+    if not isinstance(datasets, list) or not all(isinstance(d, dict) for d in datasets):
+        raise InvalidInputError("datasets must be a list of dicts (name, path, hash, ...)")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInputError("metadata must be a dict or None")
+    return {
+        "run_id": new_id(), "name": name, "status": "running", "config": to_json(config, "config"),
+        "datasets": to_json(datasets, "datasets"),
+        "dataset_names": [str(d["name"]) for d in datasets if d.get("name") is not None],
+        "metadata": to_json(metadata or {}, "metadata"), "created_at": now(),
+    }
+
+
+def pipeline_row(run_id: str, name: Any, expanded_config: Any, generator_choices: Any,
+                 dataset_name: Any, dataset_hash: Any) -> dict[str, Any]:
+    """A new ``pipelines`` row (status running)."""
+    check_name(name, "pipeline name")
+    check_name(dataset_name, "dataset_name")
+    return {
+        "pipeline_id": new_id(), "run_id": run_id, "name": name, "status": "running",
+        "expanded_config": to_json(expanded_config, "expanded_config"),
+        "generator_choices": to_json(list(generator_choices or []), "generator_choices"),
+        "dataset_name": dataset_name,
+        "dataset_hash": text_or_none(None if dataset_hash is None else str(dataset_hash), "dataset_hash"),
+        "created_at": now(),
+    }
+
+
+def completion(best_val: Any, best_test: Any, metric: Any, duration_ms: Any) -> dict[str, Any]:
+    """The scores ``complete_pipeline`` records."""
+    return {
+        "best_val": finite_or_none(best_val, "best_val"),
+        "best_test": finite_or_none(best_test, "best_test"),
+        "metric": text_or_none(None if metric is None else str(metric), "metric"),
+        "duration_ms": int_or_none(duration_ms, "duration_ms"),
+    }
+
+
+def chain_row(pipeline_id: str, steps: Any, model_step_idx: Any, model_class: Any,
+              preprocessings: Any, fold_strategy: Any, fold_artifacts: Any, shared_artifacts: Any,
+              branch_path: Any, source_index: Any) -> tuple[dict[str, Any], set[str]]:
+    """A new ``chains`` row and every artifact id it names."""
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
+        raise InvalidInputError("steps must be a non-empty list of step dicts")
+    idx = int_or_none(model_step_idx, "model_step_idx", 32)
+    if idx is None or not 0 <= idx < len(steps):
+        raise InvalidInputError(f"model_step_idx {model_step_idx!r} is outside the {len(steps)} steps")
+    check_name(model_class, "model_class")
+    check_name(fold_strategy, "fold_strategy")
+    if not isinstance(fold_artifacts, dict) or not isinstance(shared_artifacts, dict):
+        raise InvalidInputError("fold_artifacts and shared_artifacts must be dicts")
+    chain = {
+        "fold_artifacts": {str(k): v for k, v in fold_artifacts.items()},
+        "shared_artifacts": {str(k): v for k, v in shared_artifacts.items()},
+        "steps": steps, "model_step_idx": idx,
+    }
+    referenced = set(chain_artifact_refs(chain)) | {
+        s["artifact_id"] for s in steps if isinstance(s.get("artifact_id"), str)}
+    row = {
+        "chain_id": new_id(), "pipeline_id": pipeline_id, "steps": to_json(steps, "steps"),
+        "model_step_idx": idx, "model_class": model_class, "preprocessings": preprocessings or "",
+        "fold_strategy": fold_strategy,
+        "fold_artifacts": to_json(chain["fold_artifacts"], "fold_artifacts"),
+        "shared_artifacts": to_json(chain["shared_artifacts"], "shared_artifacts"),
+        "branch_path": to_json(branch_path, "branch_path"),
+        "source_index": int_or_none(source_index, "source_index", 32), "created_at": now(),
+    }
+    return check_row("chains", row), referenced
+
+
+def prediction_row(
+    pipeline_id: str, chain_id: Any, dataset_name: Any, model_name: Any, model_class: Any,
+    fold_id: Any, partition: Any, val_score: Any, test_score: Any, train_score: Any, metric: Any,
+    task_type: Any, n_samples: Any, n_features: Any, scores: Any, best_params: Any, branch_id: Any,
+    branch_name: Any, exclusion_count: Any, exclusion_rate: Any, preprocessings: Any,
+    arrays: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A new ``predictions`` row (without ``run_id``) and its validated array record, if any."""
+    check_name(dataset_name, "dataset_name")
+    check_name(partition, "partition")
+    prediction_id = new_id()
+    fold = None if fold_id is None else str(fold_id)
+    record = None
+    if any(v is not None for v in arrays.values()):
+        record = normalize_record({
+            "prediction_id": prediction_id, "dataset_name": dataset_name, **arrays,
+            "model_name": model_name, "fold_id": fold, "partition": partition, "metric": metric,
+            "task_type": task_type, "val_score": finite_or_none(val_score, "val_score"),
+        })
+    row = {
+        "prediction_id": prediction_id, "pipeline_id": pipeline_id, "chain_id": chain_id,
+        "dataset_name": dataset_name, "model_name": model_name, "model_class": model_class,
+        "fold_id": fold, "partition": partition,
+        "val_score": finite_or_none(val_score, "val_score"),
+        "test_score": finite_or_none(test_score, "test_score"),
+        "train_score": finite_or_none(train_score, "train_score"),
+        "metric": metric, "task_type": task_type,
+        "n_samples": int_or_none(n_samples, "n_samples"),
+        "n_features": int_or_none(n_features, "n_features"),
+        "scores": to_json(scores, "scores"), "best_params": to_json(best_params, "best_params"),
+        "branch_id": int_or_none(branch_id, "branch_id"), "branch_name": branch_name,
+        "exclusion_count": int_or_none(exclusion_count, "exclusion_count"),
+        "exclusion_rate": finite_or_none(exclusion_rate, "exclusion_rate"),
+        "preprocessings": preprocessings or "", "has_arrays": record is not None,
+        "created_at": now(),
+    }
+    check_row("predictions", row)
+    return row, record
+
+
+def artifact_row(artifact_id: str, relative_path: str, operator_class: Any, artifact_type: Any,
+                 format: str, size: int) -> dict[str, Any]:
+    """A new ``artifacts`` row (claims are counted separately)."""
+    return {
+        "artifact_id": artifact_id, "artifact_path": relative_path, "content_hash": artifact_id,
+        "operator_class": operator_class, "artifact_type": artifact_type, "format": format,
+        "size_bytes": size, "created_at": now(),
+    }
+
+
+def log_row(pipeline_id: str, step_idx: Any, operator_class: Any, event: Any, duration_ms: Any,
+            message: Any, details: Any, level: Any) -> dict[str, Any]:
+    """A new ``logs`` row."""
+    if not isinstance(level, str) or level not in LOG_LEVELS:
+        raise InvalidInputError(
+            f"unknown log level {level!r}; expected one of: {', '.join(sorted(LOG_LEVELS))}")
+    check_name(event, "event")
+    row = {
+        "log_id": new_id(), "pipeline_id": pipeline_id,
+        "step_idx": int_or_none(step_idx, "step_idx", 32), "operator_class": operator_class,
+        "event": event, "duration_ms": int_or_none(duration_ms, "duration_ms"),
+        "message": message, "details": to_json(details, "details"), "level": level,
+        "created_at": now(),
+    }
+    return check_row("logs", row)
