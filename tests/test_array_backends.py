@@ -235,3 +235,41 @@ class TestTableOnPostgres(PostgresBackends, ArrayBackendContract):
 class TestMemoryOnPostgres(PostgresBackends, ArrayBackendContract):
     __test__ = True
     kind = "memory"
+
+
+# -- through the WorkspaceStore: the seed's two-step path and lazy arrays ---------------------
+
+def _store(uri_or_path):
+    pytest.importorskip("n4a_store.workspace.commit", reason="WorkspaceStore modules not in this tree")
+    from n4a_store import WorkspaceStore
+
+    return WorkspaceStore(uri_or_path)
+
+
+def _two_step(store) -> list[str]:
+    """Scores through save_prediction (no arrays), arrays through array_store.save_batch."""
+    run_id = store.begin_run("exp", {}, [{"name": "wheat"}])
+    pipeline_id = store.begin_pipeline(run_id, "p", {}, [], "wheat", "h")
+    ids = [store.save_prediction(pipeline_id, None, "wheat", "PLS", "PLSRegression", str(fold), "val",
+                                 0.1, 0.2, 0.3, "rmse", "regression", 5, 3, {}, {}, None, None, 0, 0.0)
+           for fold in range(2)]
+    store.complete_pipeline(pipeline_id, 0.1, 0.2, "rmse", 1)
+    store.array_store.save_batch([regression(pid) | {"prediction_id": pid} for pid in ids])
+    return ids
+
+
+@pytest.mark.parametrize("arrays", ["parquet", "table", "memory"])
+def test_two_step_path_and_lazy_arrays_through_the_store(tmp_path, arrays):
+    store = _store(f"file://{tmp_path / 'ws'}?arrays={arrays}")
+    try:
+        assert store.array_store.kind == arrays
+        ids = _two_step(store)
+        record = store.get_prediction(ids[0], load_arrays=True)
+        assert_same_arrays(record, regression(ids[0]))
+        lazy = store.lazy_arrays(store.query_predictions(dataset_name="wheat"))
+        assert set(lazy) == set(ids) and not any(v.loaded for v in lazy.values())
+        materialize_all(lazy.values())
+        for pid in ids:
+            assert_same_arrays(lazy[pid].data, regression(pid))
+    finally:
+        store.close()
