@@ -511,6 +511,25 @@ class WorkspaceStore:
                 out[record["prediction_id"]] = record
         return out
 
+    def lazy_arrays(self, predictions: "pl.DataFrame | list[str]") -> dict[str, Any]:
+        """``{prediction_id: LazyArrays}`` for predictions in the catalog; nothing is read yet.
+
+        ``predictions`` is a list of ids or a frame with a ``prediction_id`` column (as
+        returned by :meth:`query_predictions`). Read one with ``lazy[pid]["y_pred"]`` or
+        all at once with :func:`n4a_store.arrays.lazy.materialize_all`.
+        """
+        from ..arrays.lazy import LazyArrays
+
+        if isinstance(predictions, pl.DataFrame):
+            ids = predictions.get_column("prediction_id").to_list()
+        else:
+            ids = list(predictions)
+        ids = list(dict.fromkeys(ids))
+        with self._lock, self._read() as s:
+            refs = self._catalog.array_refs(s, ids)
+        return {pid: LazyArrays(self.array_store, pid, refs[pid][0], refs[pid][1])
+                for pid in ids if pid in refs}
+
     def array_stats(self) -> dict[str, dict[str, int]]:
         """Per dataset: array ``files``, ``rows`` and ``tombstoned`` rows awaiting compaction."""
         with self._lock:
