@@ -32,8 +32,10 @@ from .arrays.codec import normalize_record
 from .arrays.store import ArrayStore
 from .artifacts.files import ArtifactFiles, content_hash, serialize
 from .catalog import schema
+from . import ranking
 from .catalog.columns import (
     GROUPABLE_COLUMNS,
+    PREDICTION_COLUMNS,
     LOG_LEVELS,
     PREDICTION_FILTERS,
     RANKABLE_COLUMNS,
@@ -933,37 +935,78 @@ class WorkspaceStore:
             return _frame(con, sql, params)
 
     def top_predictions(
-        self, n: int, metric: str = "val_score", ascending: bool = True,
-        partition: str = "val", dataset_name: str | None = None,
-        group_by: str | None = None,
+        self, n: int, metric: str = "val_score", ascending: bool | None = None,
+        partition: str | None = "val", dataset_name: str | None = None,
+        group_by: str | None = None, fold_id: str | None = None, run_id: str | None = None,
     ) -> pl.DataFrame:
-        """Return the top-N predictions ranked by a score column.
+        """Return the top-``n`` predictions ranked by a score column (top ``n`` per group).
 
-        NULL scores (including ones given as NaN or inf) always rank last. With
-        ``group_by``, only the best row of each group is kept, then ranked.
+        Args:
+            n: rows to return (per group with ``group_by``).
+            metric: the column ranked on (``val_score``, ``test_score``, ``train_score``, ...).
+            ascending: sort direction; ``None`` (default) follows each row's ``metric``
+                (rmse/mae ascending, r2/accuracy/balanced_accuracy/f1 descending, see
+                :mod:`n4a_store.ranking`). Other columns default to ascending.
+            partition, dataset_name, fold_id, run_id: filters (``None``: any). The best
+                *model* of a dataset is ``top_predictions(1, dataset_name=ds,
+                fold_id="avg")``: the pooled out-of-fold validation prediction.
+            group_by: rank within each group of this column and keep its top ``n`` rows;
+                groups come best first, rows best first within a group.
+
+        NULL scores (including ones given as NaN or inf) always rank last; ties go to the
+        smaller pipeline name, then prediction id.
+
+        Raises:
+            InvalidInputError: unknown column, or (``ascending=None``) a ranking whose rows
+                mix metrics of opposite directions (e.g. rmse and accuracy) or of unknown
+                direction.
         """
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise InvalidInputError(f"n must be a non-negative integer, got {n!r}")
         column = check_column(metric, RANKABLE_COLUMNS, "ranking metric")
-        direction = "ASC" if ascending else "DESC"
-        order = f"{column} {direction} NULLS LAST, prediction_id"
-        where, params = self._prediction_where({"partition": partition, "dataset_name": dataset_name})
-        if group_by is not None:
-            group = check_column(group_by, GROUPABLE_COLUMNS, "group_by column")
-            best = "min" if ascending else "max"
-            # best score per group by hash aggregation, then one row per winning group
-            sql = (f"WITH best AS (SELECT {group} AS g, {best}({column}) AS m FROM predictions "
-                   f"{where} GROUP BY {group} ORDER BY m {direction} NULLS LAST, g LIMIT ?) "
-                   f"SELECT p.* EXCLUDE (array_file, array_row) FROM predictions p JOIN best b ON p.{group} IS NOT DISTINCT FROM b.g "
-                   f"AND p.{column} IS NOT DISTINCT FROM b.m {where.replace('WHERE', 'AND', 1)} "
-                   f"QUALIFY row_number() OVER (PARTITION BY p.{group} ORDER BY p.prediction_id) = 1 "
-                   f"ORDER BY p.{order}")
-            params = [*params, int(n), *params]
-            with self._lock, self._read() as con:
-                return _frame(con, sql, params)
-        sql = f"SELECT {_PREDICTION_SELECT} FROM predictions {where} ORDER BY {order} LIMIT ?"
+        group = None if group_by is None else check_column(group_by, GROUPABLE_COLUMNS,
+                                                           "group_by column")
+        where, params = self._prediction_where({"partition": partition, "dataset_name": dataset_name,
+                                                "fold_id": fold_id, "run_id": run_id})
+        columns = ", ".join(PREDICTION_COLUMNS)
         with self._lock, self._read() as con:
+            if ascending is None and column in ranking.SCORE_COLUMNS:
+                key = self._ranking_key(con, column, group, where, params)
+            else:
+                key = column if ascending in (None, True) else f"-{column}"
+            partition_by = f"PARTITION BY p.{group} " if group else ""
+            # p.key: the score signed so that smaller is better; ties by pipeline name, then id
+            sql = (f"SELECT {columns} FROM ("
+                   f"SELECT p.*, row_number() OVER ({partition_by}ORDER BY p.k NULLS LAST, "
+                   f"p.pipeline_name NULLS LAST, p.prediction_id) AS rank_in_group, "
+                   f"min(p.k) OVER ({partition_by.strip()}) AS group_best FROM ("
+                   f"SELECT {columns}, {key} AS k, (SELECT pl.name FROM pipelines pl "
+                   f"WHERE pl.pipeline_id = predictions.pipeline_id) AS pipeline_name "
+                   f"FROM predictions {where}) p) ranked WHERE rank_in_group <= ? "
+                   f"ORDER BY group_best NULLS LAST, "
+                   f"{f'{group} NULLS LAST, ' if group else ''}rank_in_group")
             return _frame(con, sql, [*params, int(n)])
+
+    @staticmethod
+    def _ranking_key(con: "duckdb.DuckDBPyConnection", column: str, group: str | None,
+                     where: str, params: list[Any]) -> str:
+        """SQL for ``column`` signed so that ascending order is best first, per the rows' metrics.
+
+        Each ranking (each group with ``group_by``) must hold metrics of one direction; groups of
+        opposite directions are each ranked their own way (a CASE on the metric name).
+        """
+        select = f"{group}, metric" if group else "NULL, metric"
+        pairs = con.execute(f"SELECT DISTINCT {select} FROM predictions {where}", params).fetchall()
+        per_group: dict[Any, set[str]] = {}
+        for g, name in pairs:
+            per_group.setdefault(g, set()).add(name)
+        directions = {ranking.ascending_for(names) for names in per_group.values()}
+        if directions == {False}:
+            return f"-{column}"
+        if directions <= {True}:
+            return column
+        lower = ", ".join(f"'{name}'" for name in sorted(ranking.LOWER_IS_BETTER))
+        return f"CASE WHEN metric IN ({lower}) THEN {column} ELSE -{column} END"
 
     def get_pipeline_log(self, pipeline_id: str) -> pl.DataFrame:
         """Retrieve all log entries for a pipeline, in order."""
