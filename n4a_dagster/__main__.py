@@ -75,9 +75,21 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     _print_leaderboard(workspace, summary["run_id"])
     print(f"\nstore run {summary['run_id']}: {summary['n_completed']} completed, "
           f"{summary['n_failed']} failed; Dagster run {dagster_run_id}", file=sys.stderr)
-    print(f"open the UI: DAGSTER_HOME={home} N4A_WORKSPACE={shown} "
-          f"N4A_SWEEP_CONFIG={sweep_config} dagster dev -w workspace.yaml", file=sys.stderr)
+    print(f"open the UI: {ui_hint(home, shown, sweep_config)}", file=sys.stderr)
     return 1 if summary["n_failed"] > 0 else 0
+
+
+def ui_hint(home: Path | str, workspace: str, sweep_config: str) -> str:
+    """A shell command that opens the UI on this instance and workspace, runnable from any
+    directory: absolute quoted paths and this environment's own ``dagster``."""
+    import shlex
+
+    dagster = Path(sys.executable).with_name("dagster")
+    program = str(dagster) if dagster.exists() else "dagster"
+    env = " ".join(f"{name}={shlex.quote(str(value))}" for name, value in (
+        ("DAGSTER_HOME", Path(home).resolve()), ("N4A_WORKSPACE", workspace),
+        ("N4A_SWEEP_CONFIG", sweep_config)))
+    return f"{env} {shlex.quote(program)} dev -m n4a_dagster.definitions -a defs"
 
 
 def _print_leaderboard(workspace: str, run_id: str) -> None:

@@ -69,6 +69,7 @@ from .metadata import score_metadata
 from .resources import N4AStoreResource, N4ASweepResource
 from .sweep_steps import (
     begin_store_run,
+    class_labels,
     dataset_metadata,
     failure_message,
     finish_run,
@@ -174,8 +175,9 @@ def pipeline_partition(context: AssetExecutionContext, sweep_run: dict[str, Any]
     workspace = n4a_store.display_uri()
     with n4a_store.open_store() as store:
         outcome = run_partition(store, sweep_run["run_id"], cfg, spec, ds)
+        meta = pipeline_metadata(outcome, workspace, store, spec, class_labels(ds))
     yield Output({"pipeline_id": outcome.pipeline_id, "run_id": outcome.run_id},
-                 output_name="pipeline", metadata=pipeline_metadata(outcome, workspace))
+                 output_name="pipeline", metadata=meta)
     if outcome.status != "completed" or not outcome.chain_id:
         # chain and prediction_arrays are not re-materialized: their latest materializations
         # still name the kept earlier pipeline's chain and arrays (or none), which exist.
@@ -195,10 +197,11 @@ def leaderboard(context: AssetExecutionContext, sweep_run: dict[str, Any],
     """Close the run with the runner's summary and publish the ranked table."""
     with n4a_store.open_store() as store:
         summary, board = finish_run(store, sweep_run["run_id"])
+        meta = leaderboard_metadata(sweep_run["run_id"], summary, board,
+                                    n4a_store.display_uri(), store)
     context.log.info(f"run {sweep_run['run_id']}: {summary['n_completed']} completed, "
                      f"{summary['n_failed']} failed")
-    return MaterializeResult(metadata=leaderboard_metadata(
-        sweep_run["run_id"], summary, board, n4a_store.display_uri()))
+    return MaterializeResult(metadata=meta)
 
 
 class ModelBundleConfig(Config):

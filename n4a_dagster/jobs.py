@@ -62,6 +62,7 @@ from .maintenance import compact_arrays_op, export_op, gc_artifacts_op, replay_o
 from .resources import N4AStoreResource, N4ASweepResource
 from .sweep_steps import (
     arrays_metadata,
+    class_labels,
     begin_store_run,
     chain_metadata,
     dataset_metadata,
@@ -159,7 +160,7 @@ def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4ASto
             spec = n4a_sweep.spec(item["pipeline_key"])
             ds = n4a_sweep.dataset(item["dataset"])
             outcome = run_partition(store, task["run_id"], cfg, spec, ds)
-            for event in partition_events(store, outcome):
+            for event in partition_events(store, outcome, spec, class_labels(ds)):
                 context.log_event(event)
             if outcome.status != "completed":
                 context.log.warning(failure_message(outcome, spec.name))
@@ -167,7 +168,8 @@ def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4ASto
     return {"run_id": task["run_id"], "outcomes": outcomes}
 
 
-def partition_events(store: Any, outcome: Any) -> list[AssetMaterialization]:
+def partition_events(store: Any, outcome: Any, spec: Any = None,
+                     labels: list[str] | None = None) -> list[AssetMaterialization]:
     """Materializations of one partition: its pipeline, and its chain and arrays if it completed.
 
     A failed attempt that kept an earlier completed pipeline materializes the pipeline only (naming
@@ -175,7 +177,8 @@ def partition_events(store: Any, outcome: Any) -> list[AssetMaterialization]:
     """
     partition = pipeline_partition_key(outcome.dataset_name, outcome.pipeline_key)
     events = [AssetMaterialization(asset_key=PIPELINE, partition=partition,
-                                   metadata=pipeline_metadata(outcome, store.uri))]
+                                   metadata=pipeline_metadata(outcome, store.uri, store,
+                                                              spec, labels))]
     if outcome.status == "completed" and outcome.chain_id:
         events.append(AssetMaterialization(asset_key=CHAIN, partition=partition,
                                            metadata=chain_metadata(store, outcome.chain_id)))
@@ -197,13 +200,12 @@ def finish_sweep_op(context: OpExecutionContext, outcomes: list,
     run_id = run_ids.pop()
     with n4a_store.open_store() as store:
         summary, board = finish_run(store, run_id)
+        board_meta = leaderboard_metadata(run_id, summary, board, n4a_store.display_uri(), store)
         arrays_check = verify_prediction_arrays(store, run_id)
         artifacts_check = verify_run_artifacts(store, run_id)
         run_meta = run_metadata(store, run_id)
     context.log_event(AssetObservation(asset_key=SWEEP_RUN, metadata=run_meta))
-    context.log_event(AssetMaterialization(
-        asset_key=LEADERBOARD,
-        metadata=leaderboard_metadata(run_id, summary, board, n4a_store.display_uri())))
+    context.log_event(AssetMaterialization(asset_key=LEADERBOARD, metadata=board_meta))
     context.log_event(arrays_check.as_evaluation(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS))
     context.log_event(artifacts_check.as_evaluation(SWEEP_RUN, ARTIFACTS_INTACT))
     context.log.info(f"run {run_id}: {summary['n_completed']} completed, {summary['n_failed']} "

@@ -139,6 +139,11 @@ def dataset_metadata(ds: SpectraDataset) -> dict[str, Any]:
     return meta
 
 
+def class_labels(ds: SpectraDataset) -> list[str] | None:
+    """Class names of a classification dataset, in label-code order (None for regression)."""
+    return None if ds.classes is None else [str(c) for c in ds.classes]
+
+
 def begin_store_run(store: WorkspaceStore, plan: SweepPlan, run_name: str,
                     dagster_run_id: str, job_name: str | None = None) -> str:
     """Open the store run of a sweep, recording the Dagster run that drives it."""
@@ -268,8 +273,17 @@ def failure_message(outcome: PipelineOutcome, pipeline_name: str) -> str:
     return message
 
 
-def pipeline_metadata(outcome: PipelineOutcome, workspace: str) -> dict[str, Any]:
-    """UI metadata of a pipeline partition: store ids, status, scores."""
+def pipeline_metadata(outcome: PipelineOutcome, workspace: str, store: WorkspaceStore | None = None,
+                      spec: PipelineSpec | None = None,
+                      labels: list[str] | None = None) -> dict[str, Any]:
+    """UI metadata of a pipeline partition: store ids, status, scores.
+
+    With ``spec``: its preprocessing string, expanded step parameters and generator choices.
+    With ``store`` (and a completed pipeline): predicted-vs-true and residual plots, or a
+    confusion matrix for classification (``labels``: the class names).
+    """
+    from n4a_store.ranking import direction_label, round_score
+
     meta: dict[str, Any] = {
         META_RUN_ID: outcome.run_id,
         META_PIPELINE_ID: outcome.pipeline_id,
@@ -284,6 +298,24 @@ def pipeline_metadata(outcome: PipelineOutcome, workspace: str) -> dict[str, Any
         **score_metadata("best_val", outcome.best_val),
         **score_metadata("best_test", outcome.best_test),
     }
+    if outcome.metric:
+        meta["score"] = (f"val {outcome.metric} {_rounded(round_score(outcome.best_val))}, test "
+                         f"{_rounded(round_score(outcome.best_test))} "
+                         f"({direction_label(outcome.metric)})")
+    if spec is not None:
+        meta["preprocessing"] = spec.preprocessings or "(none)"
+        meta["model"] = spec.model.class_path
+        meta["parameters"] = MetadataValue.json(
+            {f"{i}:{step.class_path.rsplit('.', 1)[-1]}": step.params
+             for i, step in enumerate(spec.steps)})
+        if spec.generator_choices:
+            meta["swept_choices"] = MetadataValue.json(
+                {str(c.get("path")): c.get("value") for c in spec.generator_choices})
+    if store is not None and outcome.status == "completed" and outcome.pipeline_id:
+        from .plots import pipeline_plots
+
+        meta.update(pipeline_plots(store, outcome.pipeline_id,
+                                   f"{outcome.pipeline_name} on {outcome.dataset_name}", labels))
     if outcome.chain_id:
         meta[META_CHAIN_ID] = outcome.chain_id
     if outcome.error:
@@ -294,6 +326,10 @@ def pipeline_metadata(outcome: PipelineOutcome, workspace: str) -> dict[str, Any
         meta[META_KEPT_PREVIOUS] = outcome.kept_previous_pipeline_id
         meta["failed_attempt_pipeline_id"] = outcome.failed_attempt_pipeline_id or ""
     return meta
+
+
+def _rounded(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def chain_metadata(store: WorkspaceStore, chain_id: str) -> dict[str, Any]:
@@ -411,8 +447,12 @@ def finish_run(store: WorkspaceStore, run_id: str) -> tuple[dict[str, Any], pl.D
 
 
 def leaderboard_metadata(run_id: str, summary: dict[str, Any], board: pl.DataFrame,
-                         workspace: str) -> dict[str, Any]:
-    """UI metadata of the leaderboard: the best pipelines, counts and a ranked table."""
+                         workspace: str, store: WorkspaceStore | None = None) -> dict[str, Any]:
+    """UI metadata of the leaderboard: the best pipelines, counts and a ranked table; with
+    ``store``, the cross-validated score against each swept parameter (an image per dataset).
+
+    Rank 1 of each dataset is the best model in the sense of :mod:`n4a_store.ranking`.
+    """
     meta: dict[str, Any] = {
         META_RUN_ID: run_id,
         META_WORKSPACE: str(workspace),
@@ -423,6 +463,14 @@ def leaderboard_metadata(run_id: str, summary: dict[str, Any], board: pl.DataFra
         "leaderboard": frame_preview(board.drop("error"), n=25),
         **table_metadata(board),
     }
+    if store is not None:
+        from .plots import parameter_plot
+
+        pipelines = store.list_pipelines(run_id=run_id)
+        datasets = pipelines["dataset_name"].unique(maintain_order=True).to_list()
+        for name in datasets:
+            for key, value in parameter_plot(pipelines, name).items():
+                meta[key if len(datasets) == 1 else f"{key}/{name}"] = value
     best = board.filter(pl.col("rank") == 1)
     if best.height:
         top = best.row(0, named=True)

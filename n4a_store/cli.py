@@ -29,17 +29,62 @@ BUILTIN_DEMO = "builtin:nirs-regression"
 # --------------------------------------------------------------------------- plumbing
 
 
-def _console(stderr: bool = False) -> Any:
-    """A rich console on stdout (or stderr); wide when not a terminal so ids are never cut."""
+SHORT_ID = 8  # characters of an id shown in tables (``show`` accepts prefixes of 6 or more)
+WIDE_WIDTH = 250
+
+
+def _console(stderr: bool = False, wide: bool = False) -> Any:
+    """A rich console on stdout (or stderr).
+
+    Width: the terminal's; when not a terminal, ``$COLUMNS`` or 100. ``wide`` (``--wide``)
+    never narrower than 250 columns, so full ids are never cut.
+    """
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 200
+    width: int | None = None
+    if not stream.isatty():
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else 100
+    if wide:
+        width = max(width or 0, WIDE_WIDTH)
     return Console(file=stream, width=width, soft_wrap=False, highlight=False)
+
+
+def _short(ident: Any, wide: bool = False) -> str:
+    """An id as shown in tables: its first 8 characters unless ``wide``."""
+    if ident is None:
+        return "-"
+    return str(ident) if wide else str(ident)[:SHORT_ID]
+
+
+def wide_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--wide`` option: every column and full ids."""
+    return click.option("--wide", is_flag=True,
+                        help="All columns and full ids (default: a table for 80 columns).")(fn)
 
 
 class N4AGroup(click.Group):
     """Click group turning n4a errors into one-line messages and documented exit codes."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        """Run the CLI; usage errors print one ``Error: ...`` line and exit 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "n4a"
+            _error(f"{exc.format_message()} (see '{command} --help')")
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            _error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _error("aborted")
+            sys.exit(EXIT_FAILURE)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
 
     def invoke(self, ctx: click.Context) -> Any:
         from n4a_store.errors import N4AError
@@ -71,7 +116,10 @@ def workspace_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _open_store(workspace: str, *, create: bool = False) -> Any:
-    """Open the workspace (a path or store URI); refuse (exit 1) when it does not exist unless ``create``."""
+    """Open the workspace (a path or store URI); refuse (exit 1) when it does not exist unless ``create``.
+
+    The one place the CLI opens a workspace.
+    """
     from n4a_store import WorkspaceStore
     from n4a_store.config import parse_to_config
     from n4a_store.errors import N4AError
@@ -104,12 +152,18 @@ def _table(title: str | None, columns: list[str], rows: list[list[Any]], *,
            no_wrap: tuple[str, ...] = ()) -> Any:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", show_lines=False)
+    from rich import box
+
+    table = Table(title=title, title_justify="left", show_lines=False, box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
     for col in columns:
-        numeric = col in {"rank", "val", "test", "best_val", "best_test", "pipelines", "completed",
-                          "failed", "ms", "duration_ms", "n_samples", "count", "rows", "files"}
+        numeric = col.split(" ")[0] in {
+            "rank", "val", "test", "best_val", "best_test", "pipelines", "completed", "failed",
+            "ms", "duration_ms", "n_samples", "count", "rows", "files"}
+        # numbers and ids are never split over lines; long text is cut with an ellipsis
         table.add_column(col, justify="right" if numeric else "left",
-                         no_wrap=col in no_wrap or col.endswith("_id"), overflow="fold")
+                         no_wrap=numeric or col in no_wrap or col.endswith("_id") or col == "run",
+                         overflow="fold" if col.endswith("_id") else "ellipsis")
     for row in rows:
         table.add_row(*[_fmt(v) for v in row])
     return table
@@ -185,8 +239,12 @@ def _run_sweep(config: str, workspace: str, jobs: int, run_name: str | None, top
                progress: bool | None, as_json: bool, commit_interval: float) -> None:
     from n4a_store.sweep import load_sweep_config, run_sweep
 
-    if not config.startswith("builtin:") and not Path(config).is_file():
-        raise click.BadParameter(f"no such config file: {config}", param_hint="CONFIG")
+    if not config.startswith("builtin:"):
+        if Path(config).is_dir():
+            raise click.BadParameter(f"{config} is a directory; give a YAML/JSON sweep config "
+                                     f"file or builtin:<name>", param_hint="CONFIG")
+        if not Path(config).is_file():
+            raise click.BadParameter(f"no such config file: {config}", param_hint="CONFIG")
     cfg = load_sweep_config(config)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -207,21 +265,45 @@ def _run_sweep(config: str, workspace: str, jobs: int, run_name: str | None, top
 
 
 def _print_leaderboard(summary: Any, top_n: int) -> None:
-    console = _console()
     board = summary.leaderboard.filter(summary.leaderboard["status"] == "completed")
-    for dataset in board["dataset_name"].unique(maintain_order=True).to_list():
-        part = board.filter(board["dataset_name"] == dataset).head(top_n)
-        metric = part["metric"][0]
-        rows = [[r["rank"], r["name"], r["best_val"], r["best_test"], r["preprocessings"] or "-",
-                 r["model_class"].rsplit(".", 1)[-1], r["chain_id"]]
-                for r in part.iter_rows(named=True)]
-        direction = "lower is better" if metric in ("rmse", "mae") else "higher is better"
-        console.print(_table(f"Leaderboard {dataset}: {metric} ({direction})",
-                             ["rank", "pipeline", "val", "test", "preprocessing", "model",
-                              "chain_id"], rows))
+    records = [{"rank": r["rank"], "dataset": r["dataset_name"], "metric": r["metric"],
+                "pipeline": r["name"], "val": r["best_val"], "test": r["best_test"],
+                "preprocessing": r["preprocessings"] or "-",
+                "model": (r["model_class"] or "-").rsplit(".", 1)[-1],
+                "pipeline_id": r["pipeline_id"], "chain_id": r["chain_id"], "run_id": summary.run_id}
+               for r in board.iter_rows(named=True) if r["rank"] is not None and r["rank"] <= top_n]
+    console = _console()
+    _print_ranking(console, records, wide=False, with_run=False)
     console.print(
         f"run {summary.run_id}: {summary.n_pipelines} pipelines, {summary.n_completed} completed, "
         f"{summary.n_failed} failed in {summary.duration_s:.1f} s -> {summary.workspace_path}")
+
+
+def _print_ranking(console: Any, records: list[dict[str, Any]], *, wide: bool,
+                   with_run: bool) -> None:
+    """One table per (dataset, metric): rank, pipeline name, scores, short ids."""
+    from n4a_store.ranking import direction_label
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault((rec["dataset"], rec["metric"]), []).append(rec)
+    columns = ["rank", "pipeline", "val", "test"]
+    if wide:
+        columns += ["preprocessing", "model", "pipeline_id", "chain_id"]
+    else:
+        columns += ["id"]  # the pipeline id's first 8 characters: `n4a show` takes it
+    if with_run:
+        columns += ["run_id" if wide else "run"]
+    for (dataset, metric), rows in groups.items():
+        table_rows = []
+        for rec in rows:
+            cells = {**rec, "pipeline_id": _short(rec["pipeline_id"], wide),
+                     "id": _short(rec["pipeline_id"]),
+                     "chain_id": _short(rec.get("chain_id"), wide),
+                     "run": _short(rec.get("run_id")), "run_id": rec.get("run_id")}
+            table_rows.append([cells[c] for c in columns])
+        console.print(_table(f"Leaderboard {dataset}: {metric} ({direction_label(metric)})",
+                             columns, table_rows, no_wrap=("pipeline",)))
 
 
 def _print_failures(summary: Any) -> None:
@@ -242,8 +324,9 @@ def _print_failures(summary: Any) -> None:
 @click.option("--status", type=click.Choice(["running", "completed", "failed"]), default=None,
               help="Only runs with this status.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@wide_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def runs(workspace: str, status: str | None, limit: int, as_json: bool) -> None:
+def runs(workspace: str, status: str | None, limit: int, wide: bool, as_json: bool) -> None:
     """List runs, newest first."""
     with _open_store(workspace) as store:
         frame = store.list_runs(status=status, limit=limit)
@@ -262,9 +345,19 @@ def runs(workspace: str, status: str | None, limit: int, as_json: bool) -> None:
     if not records:
         click.echo(f"no runs in {workspace}")
         return
-    columns = ["run_id", "name", "status", "created_at", "datasets", "pipelines", "failed"]
-    _console().print(_table(f"Runs in {workspace}", columns,
-                            [[rec[c] for c in columns] for rec in records]))
+    if wide:
+        columns = ["run_id", "name", "status", "created_at", "datasets", "pipelines", "failed"]
+        rows = [[rec[c] for c in columns] for rec in records]
+    else:  # fits 80 columns: short ids, minutes, failures next to the count
+        columns = ["run_id", "name", "status", "created", "datasets", "pipelines"]
+        rows = [[_short(rec["run_id"]), rec["name"], rec["status"],
+                 rec["created_at"].strftime("%Y-%m-%d %H:%M") if rec["created_at"] else "-",
+                 rec["datasets"],
+                 "-" if rec["pipelines"] is None else
+                 f"{rec['pipelines']}" + (f" ({rec['failed']} failed)" if rec["failed"] else "")]
+                for rec in records]
+    _console(wide=wide).print(_table(f"Runs in {workspace}", columns, rows,
+                                     no_wrap=("name", "created", "status")))
 
 
 @main.command()
@@ -274,32 +367,44 @@ def runs(workspace: str, status: str | None, limit: int, as_json: bool) -> None:
 @click.option("--dataset", default=None, help="Only this dataset.")
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True,
               help="Rows per dataset and metric.")
+@wide_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def top(workspace: str, run_ref: str, dataset: str | None, n: int, as_json: bool) -> None:
-    """Best pipelines by cross-validated score (pooled out-of-fold), per dataset and metric."""
-    import polars as pl
+def top(workspace: str, run_ref: str, dataset: str | None, n: int, wide: bool,
+        as_json: bool) -> None:
+    """Best pipelines by cross-validated score (pooled out-of-fold), per dataset and metric.
 
-    from n4a_store.sweep.scoring import METRICS
+    The ranking is store.top_predictions(n, fold_id="avg", group_by="metric") per dataset:
+    rmse/mae lowest first, r2/accuracy/balanced_accuracy/f1 highest first.
+    """
+    from n4a_store.ranking import BEST_FOLD
 
     with _open_store(workspace) as store:
         run_id = None if run_ref == "all" else _resolve_run(store, run_ref)
-        frame = store.list_pipelines(run_id=run_id, dataset_name=dataset)
-        frame = frame.filter((pl.col("status") == "completed") & pl.col("best_val").is_not_null())
+        pipelines = store.list_pipelines(run_id=run_id)
+        datasets = pipelines["dataset_name"].unique(maintain_order=True).to_list()
+        if dataset is not None and dataset not in datasets:
+            where = f"run {run_id}" if run_id else str(workspace)
+            raise click.ClickException(
+                f"no dataset {dataset!r} in {where}; datasets: {', '.join(datasets) or 'none'}")
+        info = {r["pipeline_id"]: r for r in pipelines.iter_rows(named=True)}
         records: list[dict[str, Any]] = []
-        for (ds_name, metric), group in frame.group_by(["dataset_name", "metric"],
-                                                       maintain_order=True):
-            spec = METRICS.get(metric)
-            descending = bool(spec and spec.higher_is_better)
-            group = group.sort(["best_val", "name"], descending=[descending, False]).head(n)
-            for rank, row in enumerate(group.iter_rows(named=True), start=1):
-                chains = store.get_chains_for_pipeline(row["pipeline_id"])
-                chain = chains.row(0, named=True) if chains.height else {}
+        for ds_name in [dataset] if dataset else datasets:
+            ranked = store.top_predictions(n, fold_id=BEST_FOLD, dataset_name=ds_name,
+                                           run_id=run_id, group_by="metric")
+            rank, previous = 0, None
+            for row in ranked.iter_rows(named=True):
+                p = info.get(row["pipeline_id"]) or {}
+                if p.get("status") != "completed" or row["val_score"] is None:
+                    continue
+                rank = rank + 1 if row["metric"] == previous else 1
+                previous = row["metric"]
                 records.append({
-                    "rank": rank, "dataset": ds_name, "metric": metric, "pipeline": row["name"],
-                    "val": row["best_val"], "test": row["best_test"],
-                    "preprocessing": chain.get("preprocessings") or "-",
-                    "model": (chain.get("model_class") or "-").rsplit(".", 1)[-1],
-                    "pipeline_id": row["pipeline_id"], "chain_id": chain.get("chain_id"),
+                    "rank": rank, "dataset": ds_name, "metric": row["metric"],
+                    "pipeline": p.get("name"), "val": row["val_score"], "test": row["test_score"],
+                    "preprocessing": row["preprocessings"] or "-",
+                    "model": (row["model_class"] or "-").rsplit(".", 1)[-1],
+                    "pipeline_id": row["pipeline_id"], "chain_id": row["chain_id"],
+                    "run_id": row["run_id"],
                 })
     if as_json:
         _json_out(records)
@@ -307,10 +412,9 @@ def top(workspace: str, run_ref: str, dataset: str | None, n: int, as_json: bool
     if not records:
         click.echo("no completed pipelines" + (f" in run {run_id}" if run_id else ""))
         return
-    columns = ["rank", "dataset", "metric", "pipeline", "val", "test", "preprocessing", "model",
-               "chain_id"]
-    title = f"Top pipelines of run {run_id}" if run_id else "Top pipelines (all runs)"
-    _console().print(_table(title, columns, [[rec[c] for c in columns] for rec in records]))
+    console = _console(wide=wide)
+    console.print(f"Top pipelines of run {run_id}" if run_id else "Top pipelines (all runs)")
+    _print_ranking(console, records, wide=wide, with_run=run_id is None)
 
 
 # --------------------------------------------------------------------------- show
@@ -319,9 +423,14 @@ def top(workspace: str, run_ref: str, dataset: str | None, n: int, as_json: bool
 @main.command()
 @click.argument("ident", metavar="ID")
 @workspace_option
+@wide_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw record as JSON.")
-def show(ident: str, workspace: str, as_json: bool) -> None:
-    """Show a run, pipeline, chain or prediction by id ('latest' = newest run)."""
+def show(ident: str, workspace: str, wide: bool, as_json: bool) -> None:
+    """Show a run, pipeline, chain or prediction by id ('latest' = newest run).
+
+    Runs and pipelines are also found by a unique id prefix (6+ characters, as `top` and
+    `runs` print them); a pipeline also by its name (the newest pipeline of that name).
+    """
     with _open_store(workspace) as store:
         kind, record = _lookup(store, ident)
         if kind == "run":
@@ -340,7 +449,7 @@ def show(ident: str, workspace: str, as_json: bool) -> None:
         _json_out({"kind": kind, **record})
         return
     {"run": _show_run, "pipeline": _show_pipeline, "chain": _show_chain,
-     "prediction": _show_prediction}[kind](record)
+     "prediction": _show_prediction}[kind](record, wide)
 
 
 def _lookup(store: Any, ident: str) -> tuple[str, dict[str, Any]]:
@@ -351,6 +460,9 @@ def _lookup(store: Any, ident: str) -> tuple[str, dict[str, Any]]:
         record = getter(ident)
         if record is not None:
             return kind, record
+    named = store.list_pipelines().filter(name=ident)
+    if named.height:
+        return "pipeline", store.get_pipeline(named["pipeline_id"][-1])
     matches = _prefix_matches(store, ident)
     if len(matches) == 1:
         kind, full = matches[0]
@@ -399,8 +511,8 @@ def _kv(title: str, pairs: list[tuple[str, Any]]) -> Any:
     return Group(Text(title, style="bold"), table)
 
 
-def _show_run(run: dict[str, Any]) -> None:
-    console = _console()
+def _show_run(run: dict[str, Any], wide: bool = False) -> None:
+    console = _console(wide=wide)
     summary = run.get("summary") or {}
     console.print(_kv(f"Run {run['run_id']}", [
         ("name", run["name"]), ("status", run["status"]), ("created_at", run["created_at"]),
@@ -411,14 +523,14 @@ def _show_run(run: dict[str, Any]) -> None:
         ("metadata", run.get("metadata") or {}), ("error", run.get("error")),
     ]))
     rows = [[p["name"], p["status"], p["dataset_name"], p["metric"], p["best_val"], p["best_test"],
-             p["pipeline_id"]] for p in run.get("pipelines", [])]
+             _short(p["pipeline_id"], wide)] for p in run.get("pipelines", [])]
     if rows:
         console.print(_table("Pipelines", ["pipeline", "status", "dataset", "metric", "best_val",
                                            "best_test", "pipeline_id"], rows))
 
 
-def _show_pipeline(p: dict[str, Any]) -> None:
-    console = _console()
+def _show_pipeline(p: dict[str, Any], wide: bool = False) -> None:
+    console = _console(wide=wide)
     console.print(_kv(f"Pipeline {p['pipeline_id']}", [
         ("name", p["name"]), ("status", p["status"]), ("run_id", p["run_id"]),
         ("dataset", p["dataset_name"]), ("dataset_hash", p.get("dataset_hash")),
@@ -428,7 +540,8 @@ def _show_pipeline(p: dict[str, Any]) -> None:
     ]))
     steps = (p.get("expanded_config") or {}).get("pipeline") or []
     console.print(_table("Steps", ["step", "class", "params"],
-                         [[i, s.get("class"), json.dumps(s.get("params") or {})]
+                         [[i, s.get("class") if wide else str(s.get("class")).rsplit(".", 1)[-1],
+                           json.dumps(s.get("params") or {})]
                           for i, s in enumerate(steps)]))
     choices = p.get("generator_choices") or []
     if choices:
@@ -445,8 +558,8 @@ def _show_pipeline(p: dict[str, Any]) -> None:
                               for r in p["log"]]))
 
 
-def _show_chain(c: dict[str, Any]) -> None:
-    console = _console()
+def _show_chain(c: dict[str, Any], wide: bool = False) -> None:
+    console = _console(wide=wide)
     console.print(_kv(f"Chain {c['chain_id']}", [
         ("pipeline_id", c["pipeline_id"]), ("model_class", c["model_class"]),
         ("preprocessings", c.get("preprocessings")), ("fold_strategy", c["fold_strategy"]),
@@ -461,8 +574,8 @@ def _show_chain(c: dict[str, Any]) -> None:
     console.print(_table("Steps", ["step", "class", "params", "stateless", "artifacts"], rows))
 
 
-def _show_prediction(r: dict[str, Any]) -> None:
-    console = _console()
+def _show_prediction(r: dict[str, Any], wide: bool = False) -> None:
+    console = _console(wide=wide)
     pairs = [(k, r.get(k)) for k in (
         "prediction_id", "pipeline_id", "chain_id", "run_id", "dataset_name", "model_class",
         "fold_id", "partition", "metric", "val_score", "test_score", "train_score", "n_samples",
@@ -510,6 +623,10 @@ def export(ident: str | None, workspace: str, output: Path | None, fmt: str | No
         if predictions:
             if ident is not None:
                 raise click.UsageError("--predictions takes no ID; use --run/--dataset/--partition")
+            known = store.list_pipelines()["dataset_name"].unique().sort().to_list()
+            if dataset is not None and dataset not in known:
+                raise click.ClickException(f"no dataset {dataset!r} in {workspace}; datasets: "
+                                           f"{', '.join(known) or 'none'}")
             filters: dict[str, Any] = {"dataset_name": dataset, "partition": partition}
             if run_ref is not None:
                 filters["run_id"] = _resolve_run(store, run_ref)
@@ -554,19 +671,25 @@ def export(ident: str | None, workspace: str, output: Path | None, fmt: str | No
         click.echo(str(store.export_chain(record["chain_id"], path, format=fmt)))
 
 
+PREDICTION_FORMATS = (".csv", ".parquet", ".pq")
+
+
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write predictions to this .csv or .parquet file (default: CSV on stdout).")
-@click.option("--target", default=None, help="Column of DATA to ignore (e.g. the reference values).")
+@click.option("--target", default=None,
+              help="Column of DATA holding reference values: kept in the output, not a feature; "
+                   "error metrics go to stderr.")
+@click.option("--id", "ids", multiple=True, help="Column of DATA copied next to each prediction.")
 @click.option("--drop", "drop", multiple=True, help="Other non-spectral columns of DATA to ignore.")
 @click.option("--proba", is_flag=True, help="Classification: print class probabilities too.")
 def predict(bundle: Path, data: Path, output: Path | None, target: str | None,
-            drop: tuple[str, ...], proba: bool) -> None:
+            ids: tuple[str, ...], drop: tuple[str, ...], proba: bool) -> None:
     """Predict with a .n4a BUNDLE on the spectra in DATA (.csv or .parquet).
 
-    DATA's columns are named by wavelength; --target/--drop name columns to skip.
+    DATA's columns are named by wavelength; --target/--id/--drop name the other columns.
     """
     import polars as pl
 
@@ -574,11 +697,28 @@ def predict(bundle: Path, data: Path, output: Path | None, target: str | None,
     from n4a_store.bundles.predict import predict as bundle_predict
     from n4a_store.sweep.datasets import read_spectra_table
 
-    X, wavelengths = read_spectra_table(data, tuple(drop), target)
+    if output is not None and output.suffix.lower() not in PREDICTION_FORMATS:
+        raise click.BadParameter(f"{output}: predictions are written as .csv or .parquet",
+                                 param_hint="--output")
+    columns_in = _table_columns(data)
+    for option, names in (("--target", (target,) if target else ()), ("--id", ids),
+                          ("--drop", drop)):
+        for name in names:
+            if name not in columns_in:
+                shown = ", ".join(columns_in[:6]) + (", ..." if len(columns_in) > 6 else "")
+                raise click.BadParameter(f"no column {name!r} in {data} (columns: {shown})",
+                                         param_hint=option)
+    X, wavelengths = read_spectra_table(data, tuple(drop) + tuple(ids), target)
     y = bundle_predict(bundle, X, wavelengths=wavelengths)
-    columns: dict[str, Any] = {"row": list(range(len(y))), "prediction": y.tolist()}
+    frame_in = _read_columns(data, [*ids, *([target] if target else [])])
+    columns: dict[str, Any] = {"row": list(range(len(y)))}
+    for name in ids:
+        columns[name] = frame_in[name].to_list()
+    if target:
+        columns[target] = frame_in[target].to_list()
+    columns["prediction"] = y.tolist()
+    plan = load_bundle(bundle)
     if proba:
-        plan = load_bundle(bundle)
         if plan.task_type != "classification":
             raise click.UsageError("--proba is only for classification bundles")
         if not getattr(plan, "has_proba", True):
@@ -590,13 +730,43 @@ def predict(bundle: Path, data: Path, output: Path | None, target: str | None,
     frame = pl.DataFrame(columns)
     if output is None:
         click.echo(frame.write_csv(), nl=False)
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix.lower() in (".parquet", ".pq"):
-        frame.write_parquet(output)
     else:
-        frame.write_csv(output)
-    click.echo(f"{len(y)} predictions -> {output}", err=True)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.suffix.lower() == ".csv":
+            frame.write_csv(output)
+        else:
+            frame.write_parquet(output)
+        click.echo(f"{len(y)} predictions -> {output}", err=True)
+    if target:
+        click.echo(_metrics_line(plan.task_type, frame_in[target].to_numpy(), y), err=True)
+
+
+def _table_columns(path: Path) -> list[str]:
+    import polars as pl
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return list(pl.read_parquet_schema(path))
+    return pl.read_csv(path, n_rows=0).columns
+
+
+def _read_columns(path: Path, names: list[str]) -> Any:
+    import polars as pl
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pl.read_parquet(path, columns=names)
+    return pl.read_csv(path, columns=names) if names else pl.DataFrame()
+
+
+def _metrics_line(task_type: str, y_true: Any, y_pred: Any) -> str:
+    """``rmse=... mae=... r2=... (n=..)`` for predictions against reference values."""
+    import numpy as np
+
+    from n4a_store.sweep.scoring import score_partition
+
+    if task_type == "classification":
+        y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
+    scores = score_partition(task_type, y_true, y_pred)
+    return " ".join(f"{k}={_fmt(v)}" for k, v in scores.items()) + f" (n={len(y_true)})"
 
 
 # --------------------------------------------------------------------------- maintenance
@@ -622,6 +792,10 @@ def compact(workspace: str, dataset: str | None) -> None:
     """Merge prediction-array files and drop deleted rows (one file per dataset)."""
     with _open_store(workspace) as store:
         before = store.array_stats()
+        if dataset is not None and dataset not in before:
+            raise click.ClickException(
+                f"no prediction arrays of dataset {dataset!r} in {workspace}; datasets: "
+                f"{', '.join(sorted(before)) or 'none'}")
         removed = store.compact_arrays(dataset)
         after = store.array_stats()
     files_before = sum(v["files"] for v in before.values())

@@ -54,7 +54,7 @@ def test_sweep_prints_the_leaderboard(swept: dict):
     out = swept["output"]
     assert "Leaderboard fermentation: rmse (lower is better)" in out
     assert "2 pipelines, 2 completed, 0 failed" in out
-    assert swept["top"][0]["chain_id"] in out
+    assert swept["top"][0]["pipeline_id"][:8] in out and swept["top"][0]["pipeline"] in out
     assert [r["rank"] for r in swept["top"]] == [1, 2]
     assert swept["top"][0]["val"] <= swept["top"][1]["val"]
 
@@ -64,7 +64,7 @@ def test_runs_top_and_show(swept: dict):
     runs = json.loads(_invoke("runs", "-w", ws, "--json").output)
     assert len(runs) == 1 and runs[0]["name"] == "cli-small" and runs[0]["pipelines"] == 2
     table = _invoke("runs", "-w", ws).output
-    assert runs[0]["run_id"] in table and "completed" in table
+    assert runs[0]["run_id"][:8] in table and "completed" in table
     best = swept["top"][0]
     for ident, kind in [(runs[0]["run_id"], "run"), (best["pipeline_id"], "pipeline"),
                         (best["chain_id"], "chain"), ("latest", "run"),
@@ -104,10 +104,11 @@ def test_export_and_predict_with_a_bundle(swept: dict):
     data.write_csv(root / "new.csv")
     predicted = _invoke("predict", str(bundle), str(root / "new.csv"), "--target", "glucose")
     assert predicted.exit_code == 0, predicted.output
-    frame = pl.read_csv(predicted.output.encode())
-    assert frame.columns == ["row", "prediction"] and frame.height == 34
+    frame = pl.read_csv(predicted.stdout.encode())
+    assert frame.columns == ["row", "glucose", "prediction"] and frame.height == 34
     assert best["test"] == pytest.approx(
         float(np.sqrt(np.mean((frame["prediction"].to_numpy() - ds.y_test) ** 2))))
+    assert f"rmse={best['test']:.4f}" in predicted.stderr  # the target is there: metrics
     refused = _invoke("predict", str(bundle), str(root / "new.csv"))  # glucose is not a wavelength
     assert refused.exit_code == 1 and "'glucose' is not a wavelength" in refused.output
 
@@ -124,7 +125,7 @@ def test_predict_reorders_wavelength_columns_and_refuses_other_wavelengths(swept
     expected = pl.read_csv(_invoke("predict", str(bundle), str(root / "ordered.csv")).output.encode())
     result = _invoke("predict", str(bundle), str(root / "reversed.csv"))
     assert result.exit_code == 0, result.output
-    np.testing.assert_allclose(pl.read_csv(result.output.encode())["prediction"].to_numpy(),
+    np.testing.assert_allclose(pl.read_csv(result.stdout.encode())["prediction"].to_numpy(),
                                expected["prediction"].to_numpy(), rtol=1e-9)
     shifted = pl.DataFrame({f"{w + 0.5:g}": X[:, i] for i, w in enumerate(ds.wavelengths)})
     shifted.write_csv(root / "shifted.csv")

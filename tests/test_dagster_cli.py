@@ -75,7 +75,14 @@ def test_python_m_n4a_dagster_run_sweep(tmp_path):
     done = _run([sys.executable, "-m", "n4a_dagster", "run-sweep", "--workspace", str(workspace),
                  "--config", env["N4A_SWEEP_CONFIG"], "--dagster-home", str(home)], env, tmp_path)
     assert "0003_SNV-PLSR" in done.stdout  # the leaderboard is printed
-    assert "dagster dev -w workspace.yaml" in done.stderr
+    [hint] = [line.split("open the UI: ", 1)[1] for line in done.stderr.splitlines()
+              if line.startswith("open the UI: ")]
+    assert f"{Path(sys.executable).with_name('dagster')} dev -m n4a_dagster.definitions" in hint
+    elsewhere = tmp_path / "elsewhere"  # copy-pasteable from any directory: check the same
+    elsewhere.mkdir()                   # command line with `definitions validate` for `dev`
+    check = subprocess.run(hint.replace(" dev ", " definitions validate ", 1), shell=True,
+                           cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
     with WorkspaceStore(workspace) as store:
         runs = store.list_runs()
         assert runs.height == 1 and runs["status"][0] == "completed"

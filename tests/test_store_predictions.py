@@ -54,7 +54,7 @@ def test_top_predictions_ranks_and_groups(store, filled):
     assert set(top["partition"]) == {"val"}
     worst = store.top_predictions(1, ascending=False)
     assert worst["val_score"].to_list() == pytest.approx([0.30])
-    by_dataset = store.top_predictions(5, group_by="dataset_name")
+    by_dataset = store.top_predictions(1, group_by="dataset_name")  # top 1 per group
     assert by_dataset["dataset_name"].to_list() == ["corn", "wheat"]
     assert by_dataset["val_score"].to_list() == pytest.approx([0.05, 0.10])
     assert store.top_predictions(5, dataset_name="wheat")["dataset_name"].unique().to_list() == ["wheat"]
@@ -175,20 +175,17 @@ def test_group_by_matches_a_reference_computation(store, ascending):
                 value = float("nan") if (p == 5 or rng.random() < 0.1) else float(rng.integers(0, 20))
                 _save(store, pid, None, str(fold), "val", value)
             store.complete_pipeline(pid, 0, 0, "rmse", 1)
-    got = store.top_predictions(7, ascending=ascending, group_by="pipeline_id")
+    got = store.top_predictions(2, ascending=ascending, group_by="pipeline_id")  # 2 per group
     frame = store.query_predictions(partition="val")
-    best = (frame.sort(["val_score", "prediction_id"], descending=[not ascending, False],
-                       nulls_last=True)
-            .group_by("pipeline_id", maintain_order=True).first()
-            .sort("val_score", descending=not ascending, nulls_last=True).head(7))
-    assert got["val_score"].to_list() == best["val_score"].to_list()
-    assert got["pipeline_id"].n_unique() == 7
-    for row in got.iter_rows(named=True):  # each row is the best of its pipeline
-        mine = frame.filter(pipeline_id=row["pipeline_id"])["val_score"].drop_nulls()
-        if row["val_score"] is None:
-            assert mine.len() == 0
-        else:
-            assert row["val_score"] == (mine.min() if ascending else mine.max())
+    ranked = frame.sort(["val_score", "prediction_id"], descending=[not ascending, False],
+                        nulls_last=True)
+    best = ranked.group_by("pipeline_id", maintain_order=True).head(2)
+    assert got.height == best.height == 24
+    assert sorted(got["prediction_id"]) == sorted(best["prediction_id"])
+    assert got["pipeline_id"].n_unique() == 12
+    for pid, rows in got.group_by("pipeline_id"):  # each pipeline's rows are its best two
+        mine = ranked.filter(pipeline_id=pid[0])["val_score"].head(2).to_list()
+        assert rows["val_score"].to_list() == mine
 
 
 def test_point_read_uses_location_hint_then_survives_compaction(workspace, fitted, regression_data, monkeypatch):

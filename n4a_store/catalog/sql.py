@@ -360,27 +360,58 @@ class SqlCatalog(ABC):
         params.append(offset)
         return s.frame(sql, params)
 
-    def top_predictions(self, s: Session, n: int, column: str, ascending: bool,
+    def top_predictions(self, s: Session, n: int, column: str, ascending: bool | None,
                         filters: dict[str, Any], group_by: str | None) -> pl.DataFrame:
-        """Best ``n`` predictions by ``column`` (NULLs last); with ``group_by``, best per group."""
-        direction = "ASC" if ascending else "DESC"
-        order = f"{column} {direction} NULLS LAST, prediction_id"
+        """Best ``n`` predictions by ``column`` (``n`` per group with ``group_by``), NULLs last.
+
+        ``ascending=None`` follows each row's metric (:mod:`n4a_store.ranking`); ties go
+        to the smaller pipeline name, then prediction id; groups come best first.
+        """
+        from ..ranking import SCORE_COLUMNS
+
+        group = None if group_by is None else check_column(group_by, GROUPABLE_COLUMNS,
+                                                           "group_by column")
         clauses, params = self.prediction_where(filters)
-        if group_by is None:
-            return s.frame(f"SELECT {PREDICTION_SELECT} FROM predictions {_where(clauses)} "
-                           f"ORDER BY {order} LIMIT ?", [*params, int(n)])
-        group = check_column(group_by, GROUPABLE_COLUMNS, "group_by column")
-        best = "min" if ascending else "max"
-        cols = ", ".join(f"p.{c}" for c in PREDICTION_COLUMNS)
-        inner_where = " ".join(f"AND p.{c}" for c in clauses)
-        sql = (f"WITH best AS (SELECT {group} AS g, {best}({column}) AS m FROM predictions "
-               f"{_where(clauses)} GROUP BY {group} ORDER BY m {direction} NULLS LAST, g LIMIT ?), "
-               f"ranked AS (SELECT {cols}, row_number() OVER (PARTITION BY p.{group} "
-               f"ORDER BY p.prediction_id) AS n4a_rank FROM predictions p JOIN best b "
-               f"ON p.{group} IS NOT DISTINCT FROM b.g AND p.{column} IS NOT DISTINCT FROM b.m "
-               f"{inner_where}) "
-               f"SELECT {PREDICTION_SELECT} FROM ranked WHERE n4a_rank = 1 ORDER BY {order}")
-        return s.frame(sql, [*params, int(n), *params])
+        where = _where(clauses)
+        if ascending is None and column in SCORE_COLUMNS:
+            key = self._ranking_key(s, column, group, where, params)
+        else:
+            key = column if ascending in (None, True) else f"-{column}"
+        partition_by = f"PARTITION BY p.{group} " if group else ""
+        # p.k: the score signed so that smaller is better
+        sql = (f"SELECT {PREDICTION_SELECT} FROM ("
+               f"SELECT p.*, row_number() OVER ({partition_by}ORDER BY p.k NULLS LAST, "
+               f"p.pipeline_name NULLS LAST, p.prediction_id) AS rank_in_group, "
+               f"min(p.k) OVER ({partition_by.strip()}) AS group_best FROM ("
+               f"SELECT {PREDICTION_SELECT}, {key} AS k, (SELECT pl.name FROM pipelines pl "
+               f"WHERE pl.pipeline_id = predictions.pipeline_id) AS pipeline_name "
+               f"FROM predictions {where}) p) ranked WHERE rank_in_group <= ? "
+               f"ORDER BY group_best NULLS LAST, "
+               f"{f'{group} NULLS LAST, ' if group else ''}rank_in_group")
+        return s.frame(sql, [*params, int(n)])
+
+    @staticmethod
+    def _ranking_key(s: Session, column: str, group: str | None, where: str,
+                     params: list[Any]) -> str:
+        """SQL for ``column`` signed so that ascending order is best first, per the rows' metrics.
+
+        Each ranking (each group with ``group_by``) must hold metrics of one direction;
+        groups of opposite directions are each ranked their own way (a CASE on the metric).
+        """
+        from .. import ranking
+
+        select = f"{group}, metric" if group else "NULL, metric"
+        pairs = s.rows(f"SELECT DISTINCT {select} FROM predictions {where}", params)
+        per_group: dict[Any, set[str]] = {}
+        for g, name in pairs:
+            per_group.setdefault(g, set()).add(name)
+        directions = {ranking.ascending_for(names) for names in per_group.values()}
+        if directions == {False}:
+            return f"-{column}"
+        if directions <= {True}:
+            return column
+        lower = ", ".join(f"'{name}'" for name in sorted(ranking.LOWER_IS_BETTER))
+        return f"CASE WHEN metric IN ({lower}) THEN {column} ELSE -{column} END"
 
     def prediction_ids_of_dataset(self, s: Session, dataset_name: str) -> set[str]:
         """Ids of all predictions of one dataset."""

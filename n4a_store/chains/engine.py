@@ -17,7 +17,9 @@ Replay semantics:
   LinearSVC...) combine the folds' ``predict`` labels by majority vote; a tie
   goes to the smallest tied label in sorted order (:func:`majority_vote`).
   Such chains have no probabilities.
-- Steps flagged ``uses_wavelengths`` receive ``wavelengths=`` when given.
+- Steps flagged ``uses_wavelengths``, and steps whose fitted object's method takes a
+  ``wavelengths`` keyword (chains written with the seed step fields only), receive
+  ``wavelengths=`` when given.
 - A chain that recorded its training wavelength axis (``input_wavelengths`` on
   its first step) checks the caller's ``wavelengths``: the same values in
   another order reorder X's columns to the training order; other values raise
@@ -48,8 +50,24 @@ class _Step:
 
     def __init__(self, obj: Any, uses_wavelengths: bool, label: str) -> None:
         self.obj = obj
-        self.uses_wavelengths = uses_wavelengths
+        self.uses_wavelengths = uses_wavelengths or _takes_wavelengths(obj)
         self.label = label
+
+
+def _takes_wavelengths(obj: Any) -> bool:
+    """True when ``obj``'s transform/predict accepts a ``wavelengths`` keyword."""
+    import inspect
+
+    for method in ("transform", "predict"):
+        fn = getattr(obj, method, None)
+        if fn is None:
+            continue
+        try:
+            if "wavelengths" in inspect.signature(fn).parameters:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
 
 
 class ReplayPlan:

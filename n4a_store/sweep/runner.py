@@ -32,7 +32,8 @@ from n4a_store.sweep.config import SweepConfig, import_class, load_sweep_config
 from n4a_store.sweep.datasets import SpectraDataset, load_dataset
 from n4a_store.sweep.errors import SweepConfigError
 from n4a_store.sweep.expansion import PipelineSpec, expand_pipelines
-from n4a_store.sweep.scoring import METRICS, higher_is_better, score_partition
+from n4a_store import ranking
+from n4a_store.sweep.scoring import METRICS, score_partition
 from n4a_store.sweep.training import TrainingOutcome, fit_folds
 
 if TYPE_CHECKING:
@@ -279,8 +280,7 @@ def leaderboard(results: Iterable[PipelineResult]) -> pl.DataFrame:
         group = [r for r in rows if r["dataset_name"] == dataset]
         good = [r for r in group if r["status"] == "completed" and _is_finite(r["best_val"])]
         bad = [r for r in group if r not in good]
-        good.sort(key=lambda r: (-r["best_val"] if higher_is_better(r["metric"]) else r["best_val"],
-                                 r["name"]))
+        good.sort(key=lambda r: ranking.sort_key(r["metric"], r["best_val"], r["name"]))
         for rank, r in enumerate(good, start=1):
             ordered.append({**r, "rank": rank})
         ordered.extend({**r, "rank": None} for r in sorted(bad, key=lambda r: r["name"]))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import ranking
+
 TASK_TYPES = ("regression", "classification")
 
 
@@ -66,12 +68,13 @@ def _f1_macro(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 METRICS: dict[str, MetricSpec] = {
-    "rmse": MetricSpec("rmse", "regression", False, _rmse),
-    "r2": MetricSpec("r2", "regression", True, _r2),
-    "mae": MetricSpec("mae", "regression", False, _mae),
-    "accuracy": MetricSpec("accuracy", "classification", True, _accuracy),
-    "balanced_accuracy": MetricSpec("balanced_accuracy", "classification", True, _balanced_accuracy),
-    "f1": MetricSpec("f1", "classification", True, _f1_macro),
+    name: MetricSpec(name, task, ranking.higher_is_better(name), func)
+    for name, task, func in (
+        ("rmse", "regression", _rmse), ("r2", "regression", _r2), ("mae", "regression", _mae),
+        ("accuracy", "classification", _accuracy),
+        ("balanced_accuracy", "classification", _balanced_accuracy),
+        ("f1", "classification", _f1_macro),
+    )
 }
 
 
@@ -88,8 +91,8 @@ def default_metric(task_type: str) -> str:
 
 
 def higher_is_better(metric: str) -> bool:
-    """Direction of ``metric``: True for accuracy-like scores, False for errors (rmse, mae)."""
-    return METRICS[metric].higher_is_better
+    """Direction of ``metric`` (see :func:`n4a_store.ranking.higher_is_better`)."""
+    return ranking.higher_is_better(metric)
 
 
 def score_partition(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -112,8 +115,4 @@ def score_partition(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> d
 
 def is_better(metric: str, candidate: float | None, incumbent: float | None) -> bool:
     """True when ``candidate`` beats ``incumbent`` under ``metric`` (nan/None never wins)."""
-    if candidate is None or not math.isfinite(candidate):
-        return False
-    if incumbent is None or not math.isfinite(incumbent):
-        return True
-    return candidate > incumbent if higher_is_better(metric) else candidate < incumbent
+    return ranking.is_better(metric, candidate, incumbent)

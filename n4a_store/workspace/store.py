@@ -560,22 +560,39 @@ class WorkspaceStore:
             return self._catalog.query_predictions(s, all_filters, limit, offset)
 
     def top_predictions(
-        self, n: int, metric: str = "val_score", ascending: bool = True,
-        partition: str = "val", dataset_name: str | None = None,
-        group_by: str | None = None,
+        self, n: int, metric: str = "val_score", ascending: bool | None = None,
+        partition: str | None = "val", dataset_name: str | None = None,
+        group_by: str | None = None, fold_id: str | None = None, run_id: str | None = None,
     ) -> pl.DataFrame:
-        """Return the top-N predictions ranked by a score column.
+        """Return the top-``n`` predictions ranked by a score column (top ``n`` per group).
 
-        NULL scores (including ones given as NaN or inf) always rank last. With
-        ``group_by``, only the best row of each group is kept, then ranked.
+        Args:
+            n: rows to return (per group with ``group_by``).
+            metric: the column ranked on (``val_score``, ``test_score``, ``train_score``, ...).
+            ascending: sort direction; ``None`` (default) follows each row's ``metric``
+                (rmse/mae ascending, r2/accuracy/balanced_accuracy/f1 descending, see
+                :mod:`n4a_store.ranking`). Other columns default to ascending.
+            partition, dataset_name, fold_id, run_id: filters (``None``: any). The best
+                *model* of a dataset is ``top_predictions(1, dataset_name=ds,
+                fold_id="avg")``: the pooled out-of-fold validation prediction.
+            group_by: rank within each group of this column and keep its top ``n`` rows;
+                groups come best first, rows best first within a group.
+
+        NULL scores (including ones given as NaN or inf) always rank last; ties go to the
+        smaller pipeline name, then prediction id.
+
+        Raises:
+            InvalidInputError: unknown column, or (``ascending=None``) a ranking whose rows
+                mix metrics of opposite directions (e.g. rmse and accuracy) or of unknown
+                direction.
         """
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise InvalidInputError(f"n must be a non-negative integer, got {n!r}")
         column = check_column(metric, RANKABLE_COLUMNS, "ranking metric")
+        filters = {"partition": partition, "dataset_name": dataset_name, "fold_id": fold_id,
+                   "run_id": run_id}
         with self._lock, self._read() as s:
-            return self._catalog.top_predictions(
-                s, int(n), column, bool(ascending),
-                {"partition": partition, "dataset_name": dataset_name}, group_by)
+            return self._catalog.top_predictions(s, int(n), column, ascending, filters, group_by)
 
     def get_pipeline_log(self, pipeline_id: str) -> pl.DataFrame:
         """Retrieve all log entries for a pipeline, in order."""
