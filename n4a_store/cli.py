@@ -842,5 +842,44 @@ def _loads(value: Any) -> Any:
     return value
 
 
+
+@main.group("store")
+def store_group() -> None:
+    """Move runs between stores (DuckDB directories, PostgreSQL URIs)."""
+
+
+@store_group.command("export")
+@click.option("--from", "source", required=True, help="Source store: a directory or store URI.")
+@click.option("--to", "destination", required=True, help="Destination store (created if needed).")
+@click.option("--run", "run_ids", multiple=True, help="Only this run (repeatable; default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the transfer report as JSON.")
+def store_export(source: str, destination: str, run_ids: tuple[str, ...], as_json: bool) -> None:
+    """Copy runs with everything under them to another store, ids preserved (re-runnable)."""
+    from rich.progress import Progress
+
+    from n4a_store.errors import N4AError
+    from n4a_store.transfer import export_store
+
+    source_store = _open_store(source)
+    try:
+        with Progress(console=_console(stderr=True), transient=True, disable=as_json) as bar:
+            task = bar.add_task("copying runs", total=None)
+
+            def advance(run_id: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=f"run {run_id[:8]}")
+
+            report = export_store(source_store, destination, list(run_ids) or None, progress=advance)
+    except N4AError as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        source_store.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    copied = ", ".join(f"{n} {t}" for t, n in report.copied.items() if n)
+    skipped = sum(report.skipped.values())
+    click.echo(f"copied {copied or 'nothing'} ({_bytes(report.bytes_copied)} of artifacts, "
+               f"{report.arrays_copied} array records); {skipped} row(s) already there")
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]) or "n4a")

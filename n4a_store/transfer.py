@@ -152,6 +152,21 @@ def _claim_artifacts(s: Any, artifacts: pa.Table | None, claims: dict[str, int],
     report.copied["artifacts"] = report.copied.get("artifacts", 0) + new.num_rows
 
 
+def _check_counts(src: WorkspaceStore, dst: WorkspaceStore, run_ids: list[str]) -> None:
+    """Every copied run has as many pipelines, predictions and arrays in ``dst`` as in ``src``."""
+    for run_id in run_ids:
+        for what, count in (
+            ("pipelines", lambda st: st.list_pipelines(run_id=run_id).height),
+            ("predictions", lambda st: st.query_predictions(run_id=run_id).height),
+            ("arrays", lambda st: len(st.load_arrays(
+                st.query_predictions(run_id=run_id)["prediction_id"].to_list()))),
+        ):
+            have, want = count(dst), count(src)
+            if have != want:
+                raise N4AError(f"transfer check failed: run {run_id!r} has {have} {what} in the "
+                               f"destination but {want} in the source")
+
+
 def export_store(source: Any, destination: Any, run_ids: list[str] | None = None, *,
                  progress: Callable[[str, int, int], None] | None = None) -> TransferReport:
     """Copy ``run_ids`` (default: every run) from ``source`` to ``destination``.
@@ -175,6 +190,7 @@ def export_store(source: Any, destination: Any, run_ids: list[str] | None = None
             _copy_run(src, dst, run_id, report)
             if progress is not None:
                 progress(run_id, done, len(run_ids))
+        _check_counts(src, dst, run_ids)
         return report
     finally:
         if close_src:

@@ -62,3 +62,46 @@ def test_corrupted_source_artifact_is_refused(tmp_path, fitted, regression_data)
     path.write_bytes(b"not the scaler")
     with pytest.raises(N4AError, match=written[0]["scaler_id"]):
         export_store(str(tmp_path / "src"), str(tmp_path / "dst"))
+
+
+def test_duckdb_to_postgresql_and_back(tmp_path, fitted, regression_data):
+    """A workspace moved onto PostgreSQL and back is the same workspace (ids, replay, arrays)."""
+    from pg_support import postgres_database
+
+    runs, written = _source(tmp_path / "src", fitted, regression_data)
+    X, _ = regression_data
+    with postgres_database() as url:
+        pg = f"{url}?file_root={tmp_path / 'pg'}"
+        first = export_store(str(tmp_path / "src"), pg)
+        assert first.copied["pipelines"] == 4
+        assert export_store(str(tmp_path / "src"), pg).copied["pipelines"] == 0
+        export_store(pg, str(tmp_path / "back"))
+        with WorkspaceStore(tmp_path / "src") as src, WorkspaceStore(pg) as mid, \
+                WorkspaceStore(tmp_path / "back") as back:
+            assert mid.backend == "postgresql"
+            assert mid.table_counts() == src.table_counts() == back.table_counts()
+            assert back.artifact_stats() == src.artifact_stats()
+            for w in written:
+                expected = src.replay_chain(w["chain_id"], X)
+                np.testing.assert_array_equal(mid.replay_chain(w["chain_id"], X), expected)
+                np.testing.assert_array_equal(back.replay_chain(w["chain_id"], X), expected)
+                pid = w["prediction_ids"][0]
+                np.testing.assert_array_equal(mid.get_prediction(pid, load_arrays=True)["y_pred"],
+                                              src.get_prediction(pid, load_arrays=True)["y_pred"])
+
+
+def test_store_export_command(tmp_path, fitted, regression_data):
+    from click.testing import CliRunner
+
+    from n4a_store.cli import main
+
+    _source(tmp_path / "src", fitted, regression_data)
+    result = CliRunner().invoke(main, ["store", "export", "--from", str(tmp_path / "src"),
+                                       "--to", str(tmp_path / "dst"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"pipelines"' in result.output
+    with WorkspaceStore(tmp_path / "dst") as dst:
+        assert dst.list_pipelines().height == 4
+    bad = CliRunner().invoke(main, ["store", "export", "--from", str(tmp_path / "src"),
+                                    "--to", str(tmp_path / "dst2"), "--run", "nosuch"])
+    assert bad.exit_code == 1 and "nosuch" in bad.output
