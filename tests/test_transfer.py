@@ -105,3 +105,34 @@ def test_store_export_command(tmp_path, fitted, regression_data):
     bad = CliRunner().invoke(main, ["store", "export", "--from", str(tmp_path / "src"),
                                     "--to", str(tmp_path / "dst2"), "--run", "nosuch"])
     assert bad.exit_code == 1 and "nosuch" in bad.output
+
+
+_KILLED_TRANSFER = """
+import os, signal, sys
+from n4a_store.transfer import export_store
+
+def die_after_first(run_id, done, total):
+    if done == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # a real crash, right after the first run committed
+
+export_store(sys.argv[1], sys.argv[2], progress=die_after_first)
+"""
+
+
+def test_a_killed_transfer_completes_when_run_again(tmp_path, fitted, regression_data):
+    import signal
+    import subprocess
+    import sys
+
+    runs, _ = _source(tmp_path / "src", fitted, regression_data)
+    done = subprocess.run([sys.executable, "-c", _KILLED_TRANSFER, str(tmp_path / "src"),
+                           str(tmp_path / "dst")], timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    with WorkspaceStore(tmp_path / "dst") as dst:
+        assert dst.list_runs().height == 1  # whole runs only
+        assert dst.list_pipelines().height == 2
+    report = export_store(str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert report.copied["runs"] == 1 and report.skipped["runs"] == 1
+    with WorkspaceStore(tmp_path / "src") as src, WorkspaceStore(tmp_path / "dst") as dst:
+        assert dst.table_counts() == src.table_counts()
+        assert dst.artifact_stats() == src.artifact_stats()
