@@ -120,6 +120,31 @@ def gc_artifacts(uow: UnitOfWork) -> int:
     return len(dead)
 
 
+def tombstone_orphans(uow: UnitOfWork, dataset_name: str | None) -> list[str]:
+    """Tombstone array rows that no catalog prediction owns; return their ids.
+
+    Runs as a maintenance transaction: it waits for writers in flight (whose
+    staged arrays are not committed yet) and holds new ones off, so every row it
+    sees without a catalog record belongs to a writer that died before COMMIT.
+    """
+    arrays = uow.arrays
+
+    def scan(s: Session) -> list[str]:
+        datasets = [dataset_name] if dataset_name is not None else arrays.list_datasets()
+        orphans: list[str] = []
+        for dataset in datasets:
+            ids = arrays.list_keys(dataset)
+            if not ids:
+                continue
+            known = uow.catalog.prediction_ids_of_dataset(s, dataset)
+            orphans.extend(i for i in ids if i not in known)
+        if orphans:
+            arrays.delete(orphans)
+        return orphans
+
+    return uow.commit(scan, maintenance=True) or []
+
+
 def compact_arrays(uow: UnitOfWork, dataset_name: str | None) -> int:
     """Tombstone array rows with no catalog record, then compact; return rows removed.
 
@@ -127,15 +152,5 @@ def compact_arrays(uow: UnitOfWork, dataset_name: str | None) -> int:
     committing its transaction.
     """
     uow.commit()
-    arrays = uow.arrays
-    datasets = [dataset_name] if dataset_name is not None else arrays.list_datasets()
-    for dataset in datasets:
-        ids = arrays.list_keys(dataset)
-        if not ids:
-            continue
-        with uow.catalog.reading() as s:
-            known = uow.catalog.prediction_ids_of_dataset(s, dataset)
-        orphans = [i for i in ids if i not in known]
-        if orphans:
-            arrays.delete(orphans)
-    return arrays.compact(dataset_name)
+    tombstone_orphans(uow, dataset_name)
+    return uow.arrays.compact(dataset_name)
