@@ -133,3 +133,15 @@ def test_cli_verify_json_and_repair_exit_codes(store: WorkspaceStore, written: d
     assert "1 claims recounted" in fixed.output and "clean" in fixed.output
     again = runner.invoke(main, ["verify", "-w", location])
     assert again.exit_code == 0 and "clean" in again.output
+
+
+def test_gc_reclaims_files_a_killed_writer_left_under_artifacts(store: WorkspaceStore,
+                                                              written: dict) -> None:
+    ghost = "cd" + "1" * 62
+    shard = store.workspace_path / "artifacts" / "cd"
+    shard.mkdir(parents=True, exist_ok=True)
+    (shard / f"{ghost}.pkl").write_bytes(b"never committed")
+    (shard / f".{ghost}.pkl.0123456789ab.tmp").write_bytes(b"half")
+    assert store.gc_artifacts() == 2
+    assert not shard.exists()
+    assert store.verify().ok
