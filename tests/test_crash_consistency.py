@@ -12,6 +12,7 @@ and a second verify is clean.
 from __future__ import annotations
 
 import multiprocessing as mp
+from concurrent.futures import ThreadPoolExecutor
 import random
 import time
 from pathlib import Path
@@ -62,52 +63,65 @@ def _wait_for(ack_path: Path, proc: Any, committed: int, timeout: float = 30.0) 
     return False
 
 
+def _one_workspace(ctx: Any, root: Path, w: int) -> dict[str, Any]:
+    """Kill writers of workspace ``w`` again and again, checking after each kill."""
+    rng = random.Random(9 + w)
+    ws = root / f"ws{w}"
+    out: dict[str, Any] = {"kills": 0, "violations": {}, "leftovers": [], "reopen_failures": []}
+    extra: list[dict[str, Any]] = []
+    for k in range(KILLS_PER_WORKSPACE):
+        ack_path = root / f"ws{w}-{k}.acks"
+        proc = ctx.Process(target=run_writer, args=(str(ws), str(ack_path), 1000 * w + k))
+        proc.start()
+        if rng.random() < 0.15:  # while it opens the store (DuckDB replaying the WAL)
+            time.sleep(rng.uniform(0.0, 0.3))
+        elif not _wait_for(ack_path, proc, rng.choice(WORK_BEFORE_KILL)):
+            out["reopen_failures"].append(f"ws{w} kill {k}: the writer never started")
+        else:  # a random moment after some work: in a commit, a delete, gc, an export...
+            time.sleep(rng.uniform(0.0, MAX_DELAY))
+        proc.kill()
+        proc.join(30)
+        out["kills"] += 1
+        acks = [a for j in range(k + 1) for a in read_acks(root / f"ws{w}-{j}.acks")] + extra
+        if not (ws / "store.duckdb").exists():
+            continue
+        violations, left = check(ws, acks)
+        for category, items in violations.items():
+            out["violations"].setdefault(category, []).extend(f"ws{w} kill {k}: {i}" for i in items)
+        out["leftovers"].append(left)
+        if k % 6 == 5:  # (every writer's "started" ack also proves the store opens and writes)
+            try:
+                extra.append(_reopen_and_write(ws))
+            except Exception as error:  # noqa: BLE001 - recorded as a violation
+                out["reopen_failures"].append(f"ws{w} kill {k}: {error!r}")
+    acks = [a for j in range(KILLS_PER_WORKSPACE) for a in read_acks(root / f"ws{w}-{j}.acks")]
+    out["acknowledged"] = sum(a["kind"] == "committed" for a in acks)
+    with WorkspaceStore(ws) as store:
+        repaired = store.verify(repair=True, grace=0)
+        after = store.verify(grace=0)
+    out["final"] = (repaired, after)
+    out["after_repair"] = check(ws, acks + extra)
+    return out
+
+
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run every kill once; the tests below assert on what it measured."""
+    """Run every kill once (the workspaces side by side); the tests below assert on the results."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["integrity_preload"])
-    rng = random.Random(9)
     root = tmp_path_factory.mktemp("crash")
-    result: dict[str, Any] = {"kills": 0, "acknowledged": 0, "violations": {}, "leftovers": [],
-                              "reopen_failures": [], "final": []}
-    for w in range(WORKSPACES):
-        ws = root / f"ws{w}"
-        extra: list[dict[str, Any]] = []
-        for k in range(KILLS_PER_WORKSPACE):
-            ack_path = root / f"ws{w}-{k}.acks"
-            proc = ctx.Process(target=run_writer, args=(str(ws), str(ack_path), 1000 * w + k))
-            proc.start()
-            if rng.random() < 0.15:  # while it opens the store (DuckDB replaying the WAL)
-                time.sleep(rng.uniform(0.0, 0.3))
-            elif not _wait_for(ack_path, proc, rng.choice(WORK_BEFORE_KILL)):
-                result["reopen_failures"].append(f"ws{w} kill {k}: the writer never started")
-            else:  # a random moment after some work: in a commit, a delete, gc, an export...
-                time.sleep(rng.uniform(0.0, MAX_DELAY))
-            proc.kill()
-            proc.join(30)
-            result["kills"] += 1
-            acks = [a for j in range(k + 1) for a in read_acks(root / f"ws{w}-{j}.acks")] + extra
-            if not (ws / "store.duckdb").exists():
-                continue
-            violations, left = check(ws, acks)
-            for category, items in violations.items():
-                result["violations"].setdefault(category, []).extend(
-                    f"ws{w} kill {k}: {item}" for item in items)
-            result["leftovers"].append(left)
-            if k % 6 == 5:  # (every writer's "started" ack also proves the store opens and writes)
-                try:
-                    extra.append(_reopen_and_write(ws))
-                except Exception as error:  # noqa: BLE001 - recorded as a violation
-                    result["reopen_failures"].append(f"ws{w} kill {k}: {error!r}")
-        acks = [a for j in range(KILLS_PER_WORKSPACE) for a in read_acks(root / f"ws{w}-{j}.acks")]
-        result["acknowledged"] += sum(a["kind"] == "committed" for a in acks)
-        with WorkspaceStore(ws) as store:
-            repaired = store.verify(repair=True, grace=0)
-            after = store.verify(grace=0)
-        result["final"].append((repaired, after))
-        violations, left = check(ws, acks + extra)
-        result["after_repair"] = result.get("after_repair", []) + [(violations, left)]
+    with ThreadPoolExecutor(WORKSPACES) as pool:
+        parts = list(pool.map(lambda w: _one_workspace(ctx, root, w), range(WORKSPACES)))
+    result: dict[str, Any] = {
+        "kills": sum(p["kills"] for p in parts),
+        "acknowledged": sum(p["acknowledged"] for p in parts),
+        "violations": {c: [i for p in parts for i in p["violations"].get(c, [])]
+                       for c in ("acknowledged", "artifacts", "claims", "partial_pipeline")},
+        "leftovers": [x for p in parts for x in p["leftovers"]],
+        "reopen_failures": [x for p in parts for x in p["reopen_failures"]],
+        "final": [p["final"] for p in parts],
+        "after_repair": [p["after_repair"] for p in parts],
+    }
     print(f"\ncrash campaign: {result['kills']} kills, {result['acknowledged']} acknowledged "
           f"pipelines, violations "
           f"{ {c: len(v) for c, v in result['violations'].items()} }, leftovers after kills: "
