@@ -154,6 +154,7 @@ class ArrayStore:
 
         Ids that are absent or deleted are skipped. Each needed row group is read once.
         """
+        dataset_dirname(dataset_name)  # InvalidInputError for a name no dataset can have
         with self._mutex:
             for attempt in range(3):
                 try:
@@ -193,6 +194,7 @@ class ArrayStore:
         Falls back to :meth:`load` when the hint is missing or stale (the file
         was compacted away), so the answer is always the same as ``load``.
         """
+        dataset_dirname(dataset_name)
         if file_name is None or row is None:
             return self.load(prediction_id, dataset_name)
         with self._mutex:
@@ -225,6 +227,7 @@ class ArrayStore:
 
     def list_keys(self, dataset_name: str) -> list[str]:
         """Prediction ids with stored, not deleted, arrays in a dataset."""
+        dataset_dirname(dataset_name)  # InvalidInputError for a name no dataset can have
         with self._mutex:
             tombstones = self._refresh_tombstones()
             return [i for i in dict.fromkeys(self.all_ids(dataset_name)) if i not in tombstones]
@@ -242,6 +245,7 @@ class ArrayStore:
 
     def all_ids(self, dataset_name: str) -> list[str]:
         """Every prediction id with rows in a dataset's files (tombstoned ones included)."""
+        dataset_dirname(dataset_name)  # InvalidInputError for a name no dataset can have
         with self._mutex:
             return self._index(dataset_name).all_ids()
 
@@ -294,6 +298,8 @@ class ArrayStore:
         row group by row group, so memory stays bounded on large datasets.
         Concurrent writers are safe: files written during compaction are kept.
         """
+        if dataset_name is not None:
+            dataset_dirname(dataset_name)
         with self._mutex:
             tomb_files_at_start = set()
             if self._tomb_dir.exists():

@@ -143,6 +143,44 @@ def text_or_none(value: Any, field: str) -> str | None:
     return value
 
 
+#: ids are UUIDs or SHA-256 digests; anything longer than this cannot name a stored object
+MAX_ID_CHARS = 256
+#: integer-valued prediction filters; the others are text
+_INT_FILTERS = frozenset({"branch_id"})
+
+
+def check_id(value: Any, field: str) -> str:
+    """An id argument: a storable string of at most :data:`MAX_ID_CHARS`, else InvalidInputError.
+
+    A well-formed id that names nothing is not an error here (reads return None).
+    """
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{field} must be a string id, got {type(value).__name__} {_short(value)}")
+    text_or_none(value, field)
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidInputError(
+            f"{field} is {len(value)} characters long; ids have at most {MAX_ID_CHARS}")
+    return value
+
+
+def check_ids(values: Any, field: str) -> list[str]:
+    """A list (or tuple) of ids, each checked by :func:`check_id`."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, set, frozenset)):
+        raise InvalidInputError(f"{field} must be a list of string ids, got {type(values).__name__}")
+    return [check_id(v, field) for v in values]
+
+
+def filter_value(name: str, value: Any) -> Any:
+    """A prediction filter's value, typed like its column (None: no filter), else InvalidInputError."""
+    if value is None:
+        return None
+    if name in _INT_FILTERS:
+        return int_or_none(value, name)
+    if name == "fold_id" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))  # fold ids given as integers are stored as text
+    return text_or_none(value, name)
+
+
 def check_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
     """Check a row buffered for ``table`` against its column types; return it.
 

@@ -33,8 +33,11 @@ from ..catalog.columns import (
     PREDICTION_FILTERS,
     RANKABLE_COLUMNS,
     check_column,
+    check_id,
+    check_ids,
     check_row,
     decode_json_columns,
+    filter_value,
     text_or_none,
 )
 from ..catalog.pending import PendingArtifact
@@ -197,6 +200,7 @@ class WorkspaceStore:
         generator_choices: list, dataset_name: str, dataset_hash: str,
     ) -> str:
         """Register a new pipeline execution under a run and return its id."""
+        _parent_id(run_id, "run_id")
         row = writes.pipeline_row(run_id, name, expanded_config, generator_choices, dataset_name,
                                   dataset_hash)
         with self._lock:
@@ -217,7 +221,7 @@ class WorkspaceStore:
         done = writes.completion(best_val, best_test, metric, duration_ms)
         with self._lock:
             self._check_open()
-            self._uow.pipeline_owner(pipeline_id)
+            self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
             if self._uow.batch_depth:
                 begun = self._uow.pending.pipelines.get(pipeline_id)
                 if begun is not None:
@@ -242,14 +246,14 @@ class WorkspaceStore:
         """
         with self._lock:
             self._check_open()
-            self._uow.pipeline_owner(pipeline_id)
+            self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
             maintenance.fail_pipeline(self._uow, pipeline_id, text_or_none(str(error), "error") or "")
 
     def delete_pipeline(self, pipeline_id: str, delete_artifacts: bool = True) -> int:
         """Delete one pipeline and its chains, predictions, arrays and logs; return rows deleted."""
         with self._lock:
             self._check_open()
-            self._uow.pipeline_owner(pipeline_id)
+            self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
             return maintenance.delete_pipeline(self._uow, pipeline_id, delete_artifacts)
 
     # -- chains -------------------------------------------------------------------------
@@ -270,7 +274,7 @@ class WorkspaceStore:
                                            shared_artifacts, branch_path, source_index)
         with self._lock:
             self._check_open()
-            self._uow.pipeline_owner(pipeline_id)
+            self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
             missing = self._uow.unknown_artifacts(referenced)
             if missing:
                 raise MissingParentError("artifact", missing[0])
@@ -281,12 +285,14 @@ class WorkspaceStore:
 
     def get_chain(self, chain_id: str) -> dict | None:
         """Retrieve a chain by its identifier (JSON fields decoded), or None."""
+        check_id(chain_id, "chain_id")
         with self._lock, self._read() as s:
             row = self._catalog.get_row(s, "chains", "chain_id", chain_id)
         return decode_json_columns("chains", row) if row else None
 
     def get_chains_for_pipeline(self, pipeline_id: str) -> pl.DataFrame:
         """List all chains belonging to a pipeline."""
+        check_id(pipeline_id, "pipeline_id")
         with self._lock, self._read() as s:
             return self._catalog.chains_for_pipeline(s, pipeline_id)
 
@@ -319,9 +325,9 @@ class WorkspaceStore:
             arrays)
         with self._lock:
             self._check_open()
-            run_id, _ = self._uow.pipeline_owner(pipeline_id)
+            run_id, _ = self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
             if chain_id is not None:
-                self._uow.require_chain(chain_id)
+                self._uow.require_chain(_parent_id(chain_id, "chain_id"))
             row["run_id"] = run_id
             self._uow.pending.predictions.append(row)
             if record is not None:
@@ -372,6 +378,7 @@ class WorkspaceStore:
 
     def get_artifact(self, artifact_id: str) -> dict | None:
         """The catalog row of an artifact, or None."""
+        check_id(artifact_id, "artifact_id")
         with self._lock, self._read() as s:
             return self._catalog.get_row(s, "artifacts", "artifact_id", artifact_id)
 
@@ -387,6 +394,7 @@ class WorkspaceStore:
 
     def load_artifact(self, artifact_id: str) -> Any:
         """Load a binary artifact, verifying its SHA-256 before unpickling."""
+        check_id(artifact_id, "artifact_id")
         with self._lock:
             self._check_open()
             item = self._uow.pending.artifacts.get(artifact_id)
@@ -397,6 +405,7 @@ class WorkspaceStore:
 
     def read_artifact_bytes(self, artifact_id: str) -> bytes:
         """An artifact's serialised bytes, verified against its id."""
+        check_id(artifact_id, "artifact_id")
         with self._lock:
             self._check_open()
             item = self._uow.pending.artifacts.get(artifact_id)
@@ -410,6 +419,7 @@ class WorkspaceStore:
 
         Returns ``{artifact_id: problem}`` for the bad ones (empty when all are intact).
         """
+        check_ids(artifact_ids, "artifact_ids")
         ids = sorted(set(artifact_ids))
         with self._lock, self._read() as s:
             formats = self._catalog.artifact_formats(s, ids)
@@ -427,6 +437,7 @@ class WorkspaceStore:
 
     def get_artifact_path(self, artifact_id: str) -> Path:
         """Return the filesystem path of a stored artifact (committing it first if buffered)."""
+        check_id(artifact_id, "artifact_id")
         with self._lock:
             self._check_open()
             if artifact_id in self._uow.pending.artifacts:
@@ -446,13 +457,14 @@ class WorkspaceStore:
                              details, level)
         with self._lock:
             self._check_open()
-            self._uow.pipeline_owner(pipeline_id)
+            self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
             self._uow.pending.logs.append(row)
             self._uow.maybe_autoflush()
 
     # -- queries ------------------------------------------------------------------------
     def get_run(self, run_id: str) -> dict | None:
         """Retrieve a single run record (JSON fields decoded), or None."""
+        check_id(run_id, "run_id")
         with self._lock, self._read() as s:
             row = self._catalog.get_row(s, "runs", "run_id", run_id)
         return decode_json_columns("runs", row) if row else None
@@ -462,12 +474,15 @@ class WorkspaceStore:
         limit: int = 100, offset: int = 0,
     ) -> pl.DataFrame:
         """List runs, newest first, with optional filtering and pagination."""
+        text_or_none(status, "status")
+        text_or_none(dataset, "dataset")
         writes.check_page(limit, offset)
         with self._lock, self._read() as s:
             return self._catalog.list_runs(s, status, dataset, limit, offset)
 
     def get_pipeline(self, pipeline_id: str) -> dict | None:
         """Retrieve a single pipeline record (JSON fields decoded), or None."""
+        check_id(pipeline_id, "pipeline_id")
         with self._lock, self._read() as s:
             row = self._catalog.get_row(s, "pipelines", "pipeline_id", pipeline_id)
         return decode_json_columns("pipelines", row) if row else None
@@ -476,6 +491,9 @@ class WorkspaceStore:
         self, run_id: str | None = None, dataset_name: str | None = None,
     ) -> pl.DataFrame:
         """List pipelines in creation order with optional filtering."""
+        if run_id is not None:
+            check_id(run_id, "run_id")
+        text_or_none(dataset_name, "dataset_name")
         with self._lock, self._read() as s:
             return self._catalog.list_pipelines(s, run_id, dataset_name)
 
@@ -485,6 +503,9 @@ class WorkspaceStore:
         Arrays saved separately through ``store.array_store.save_batch`` (the seed's
         two-step path) are found too.
         """
+        check_id(prediction_id, "prediction_id")
+        if not isinstance(load_arrays, bool):
+            raise InvalidInputError(f"load_arrays must be True or False, got {load_arrays!r}")
         with self._lock, self._read() as s:
             row = self._catalog.get_row(s, "predictions", "prediction_id", prediction_id)
             ref = self._catalog.prediction_array_ref(s, prediction_id) if row and load_arrays else None
@@ -500,6 +521,7 @@ class WorkspaceStore:
 
     def load_arrays(self, prediction_ids: list[str]) -> dict[str, dict]:
         """Arrays of many predictions at once: ``{prediction_id: record}`` for those that have them."""
+        check_ids(prediction_ids, "prediction_ids")
         ids = list(dict.fromkeys(prediction_ids))
         with self._lock, self._read() as s:
             refs = self._catalog.array_refs(s, ids)
@@ -526,6 +548,7 @@ class WorkspaceStore:
             ids = predictions.get_column("prediction_id").to_list()
         else:
             ids = list(predictions)
+        check_ids(ids, "predictions")
         ids = list(dict.fromkeys(ids))
         with self._lock, self._read() as s:
             refs = self._catalog.array_refs(s, ids)
@@ -558,6 +581,7 @@ class WorkspaceStore:
         all_filters.update(filters)
         for name in all_filters:
             check_column(name, PREDICTION_FILTERS, "prediction filter")
+        all_filters = {name: filter_value(name, value) for name, value in all_filters.items()}
         with self._lock, self._read() as s:
             return self._catalog.query_predictions(s, all_filters, limit, offset)
 
@@ -593,16 +617,21 @@ class WorkspaceStore:
         column = check_column(metric, RANKABLE_COLUMNS, "ranking metric")
         filters = {"partition": partition, "dataset_name": dataset_name, "fold_id": fold_id,
                    "run_id": run_id}
+        filters = {name: filter_value(name, value) for name, value in filters.items()}
+        if ascending is not None and not isinstance(ascending, bool):
+            raise InvalidInputError(f"ascending must be True, False or None, got {ascending!r}")
         with self._lock, self._read() as s:
             return self._catalog.top_predictions(s, int(n), column, ascending, filters, group_by)
 
     def get_pipeline_log(self, pipeline_id: str) -> pl.DataFrame:
         """Retrieve all log entries for a pipeline, in order."""
+        check_id(pipeline_id, "pipeline_id")
         with self._lock, self._read() as s:
             return self._catalog.pipeline_log(s, pipeline_id)
 
     def get_run_log_summary(self, run_id: str) -> pl.DataFrame:
         """Aggregate log entries across all pipelines of a run, per step and operator."""
+        check_id(run_id, "run_id")
         with self._lock, self._read() as s:
             return self._catalog.run_log_summary(s, run_id)
 
@@ -611,6 +640,7 @@ class WorkspaceStore:
         self, chain_id: str, X: np.ndarray, wavelengths: np.ndarray | None = None, **kwargs: Any,
     ) -> np.ndarray:
         """Replay a stored chain on new data (see :func:`n4a_store.chains.replay.replay_chain`)."""
+        check_id(chain_id, "chain_id")
         from ..chains.replay import replay_chain
 
         return replay_chain(self, chain_id, X, wavelengths, **kwargs)
@@ -618,6 +648,7 @@ class WorkspaceStore:
     def export_chain(self, chain_id: str, output_path: Path, format: str = "n4a", *,
                      key: str | bytes | None = None) -> Path:
         """Export a chain as a standalone .n4a bundle (signed if a key is set) or .n4a.py script."""
+        check_id(chain_id, "chain_id")
         from ..bundles.export import export_chain
 
         return export_chain(self, chain_id, output_path, format, key=key)
@@ -631,12 +662,14 @@ class WorkspaceStore:
 
     def export_pipeline_config(self, pipeline_id: str, output_path: Path) -> Path:
         """Export a pipeline's expanded configuration as JSON."""
+        check_id(pipeline_id, "pipeline_id")
         from ..exports import export_pipeline_config
 
         return export_pipeline_config(self, pipeline_id, output_path)
 
     def export_run(self, run_id: str, output_path: Path) -> Path:
         """Export full run metadata (run + pipelines + chains) as YAML."""
+        check_id(run_id, "run_id")
         from ..exports import export_run
 
         return export_run(self, run_id, output_path)
@@ -655,12 +688,16 @@ class WorkspaceStore:
         ``delete_artifacts`` the artifacts left unclaimed are removed too (rows
         and files). Returns the total number of database rows deleted.
         """
+        check_id(run_id, "run_id")
+        if not isinstance(delete_artifacts, bool):
+            raise InvalidInputError(f"delete_artifacts must be True or False, got {delete_artifacts!r}")
         with self._lock:
             self._check_open()
             return maintenance.delete_run(self._uow, run_id, delete_artifacts)
 
     def delete_prediction(self, prediction_id: str) -> bool:
         """Delete a single prediction and its arrays; False if it did not exist."""
+        check_id(prediction_id, "prediction_id")
         with self._lock:
             self._check_open()
             return maintenance.delete_prediction(self._uow, prediction_id)
@@ -676,6 +713,8 @@ class WorkspaceStore:
 
         With ``artifact_ids``, only those artifacts are counted.
         """
+        if artifact_ids is not None:
+            check_ids(artifact_ids, "artifact_ids")
         with self._lock, self._read() as s:
             return self._catalog.artifact_stats(s, None if artifact_ids is None else list(artifact_ids))
 
@@ -690,6 +729,10 @@ class WorkspaceStore:
         Orphan rows come from a process that died between writing its array file
         and committing its transaction. Returns the rows removed.
         """
+        if dataset_name is not None:
+            from ..arrays.layout import dataset_dirname
+
+            dataset_dirname(dataset_name)  # InvalidInputError for names no dataset can have
         with self._lock:
             self._check_open()
             return maintenance.compact_arrays(self._uow, dataset_name)
@@ -767,6 +810,13 @@ class WorkspaceStore:
                 self._closed = True
                 self._catalog.close()
                 _OPEN_STORES.discard(self)
+
+
+def _parent_id(value: Any, field: str) -> Any:
+    """Check an id naming a parent: text that could be an id (a non-string is a missing parent)."""
+    if isinstance(value, str):
+        check_id(value, field)
+    return value
 
 
 class _Batch:

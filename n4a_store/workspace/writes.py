@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 
 from ..arrays.codec import normalize_record
-from ..catalog.columns import LOG_LEVELS, check_row, finite_or_none, int_or_none, text_or_none, to_json
+from ..arrays.layout import dataset_dirname
+from ..catalog.columns import (
+    LOG_LEVELS,
+    check_id,
+    check_row,
+    finite_or_none,
+    int_or_none,
+    text_or_none,
+    to_json,
+)
 from ..errors import InvalidInputError
 
 
@@ -28,19 +37,59 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+#: longest name (run, pipeline, model class, ...) accepted
+MAX_NAME_CHARS = 1024
+
+
 def check_name(value: Any, field: str) -> str:
-    """A non-empty string, else InvalidInputError naming ``field``."""
+    """A non-empty string of at most :data:`MAX_NAME_CHARS`, else InvalidInputError naming ``field``."""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidInputError(f"{field} must be a non-empty string, got {value!r}")
+        raise InvalidInputError(f"{field} must be a non-empty string, got {value!r:.80}")
+    if len(value) > MAX_NAME_CHARS:
+        raise InvalidInputError(f"{field} is {len(value)} characters long; at most {MAX_NAME_CHARS}")
     return text_or_none(value, field)  # type: ignore[return-value]
+
+
+def check_dataset(value: Any) -> str:
+    """A dataset name: a name that can also name its array directory."""
+    check_name(value, "dataset_name")
+    dataset_dirname(value)
+    return value
+
+
+def check_fold(value: Any) -> str | None:
+    """A fold id: text, or an integer (stored as text)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if not isinstance(value, str):
+        raise InvalidInputError(f"fold_id must be a string or an integer, got {type(value).__name__}")
+    if len(value) > MAX_NAME_CHARS:
+        raise InvalidInputError(f"fold_id is {len(value)} characters long; at most {MAX_NAME_CHARS}")
+    return text_or_none(value, "fold_id")
+
+
+def check_artifact_map(value: Any, field: str) -> dict[str, str]:
+    """``{key: artifact_id}`` with string (or integer) keys and string ids."""
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{field} must be a dict of key -> artifact id")
+    out: dict[str, str] = {}
+    for key, artifact_id in value.items():
+        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+            raise InvalidInputError(f"{field} keys must be strings or integers, got {key!r:.80}")
+        out[str(key)] = check_id(artifact_id, f"{field}[{key!r:.40}]")
+    return out
 
 
 def check_page(limit: int | None, offset: int) -> None:
     """Refuse negative or non-integer pagination."""
-    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 0):
-        raise InvalidInputError(f"limit must be a non-negative integer or None, got {limit!r}")
-    if not isinstance(offset, (int, np.integer)) or offset < 0:
-        raise InvalidInputError(f"offset must be a non-negative integer, got {offset!r}")
+    top = (1 << 63) - 1
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or isinstance(limit, bool)
+                              or not 0 <= limit <= top):
+        raise InvalidInputError(f"limit must be an integer from 0 to 2**63-1 or None, got {limit!r:.80}")
+    if not isinstance(offset, (int, np.integer)) or isinstance(offset, bool) or not 0 <= offset <= top:
+        raise InvalidInputError(f"offset must be an integer from 0 to 2**63-1, got {offset!r:.80}")
 
 
 def chain_artifact_refs(chain: dict[str, Any]) -> list[str]:
@@ -86,13 +135,18 @@ def pipeline_row(run_id: str, name: Any, expanded_config: Any, generator_choices
                  dataset_name: Any, dataset_hash: Any) -> dict[str, Any]:
     """A new ``pipelines`` row (status running)."""
     check_name(name, "pipeline name")
-    check_name(dataset_name, "dataset_name")
+    check_dataset(dataset_name)
+    if generator_choices is not None and not isinstance(generator_choices, (list, tuple)):
+        raise InvalidInputError(
+            f"generator_choices must be a list or None, got {type(generator_choices).__name__}")
+    if dataset_hash is not None and not isinstance(dataset_hash, str):
+        raise InvalidInputError(f"dataset_hash must be a string or None, got {type(dataset_hash).__name__}")
     return {
         "pipeline_id": new_id(), "run_id": run_id, "name": name, "status": "running",
         "expanded_config": to_json(expanded_config, "expanded_config"),
         "generator_choices": to_json(list(generator_choices or []), "generator_choices"),
         "dataset_name": dataset_name,
-        "dataset_hash": text_or_none(None if dataset_hash is None else str(dataset_hash), "dataset_hash"),
+        "dataset_hash": text_or_none(dataset_hash, "dataset_hash"),
         "created_at": now(),
     }
 
@@ -102,7 +156,7 @@ def completion(best_val: Any, best_test: Any, metric: Any, duration_ms: Any) -> 
     return {
         "best_val": finite_or_none(best_val, "best_val"),
         "best_test": finite_or_none(best_test, "best_test"),
-        "metric": text_or_none(None if metric is None else str(metric), "metric"),
+        "metric": text_or_none(metric, "metric"),
         "duration_ms": int_or_none(duration_ms, "duration_ms"),
     }
 
@@ -118,11 +172,19 @@ def chain_row(pipeline_id: str, steps: Any, model_step_idx: Any, model_class: An
         raise InvalidInputError(f"model_step_idx {model_step_idx!r} is outside the {len(steps)} steps")
     check_name(model_class, "model_class")
     check_name(fold_strategy, "fold_strategy")
-    if not isinstance(fold_artifacts, dict) or not isinstance(shared_artifacts, dict):
-        raise InvalidInputError("fold_artifacts and shared_artifacts must be dicts")
+    if preprocessings is not None and not isinstance(preprocessings, str):
+        raise InvalidInputError(f"preprocessings must be a string, got {type(preprocessings).__name__}")
+    for step in steps:
+        if step.get("artifact_id") is not None:
+            check_id(step["artifact_id"], "steps[].artifact_id")
+        if step.get("fold_artifacts") is not None:
+            check_artifact_map(step["fold_artifacts"], "steps[].fold_artifacts")
+    if branch_path is not None and (not isinstance(branch_path, (list, tuple)) or not all(
+            isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in branch_path)):
+        raise InvalidInputError(f"branch_path must be a list of integers or None, got {branch_path!r:.80}")
     chain = {
-        "fold_artifacts": {str(k): v for k, v in fold_artifacts.items()},
-        "shared_artifacts": {str(k): v for k, v in shared_artifacts.items()},
+        "fold_artifacts": check_artifact_map(fold_artifacts, "fold_artifacts"),
+        "shared_artifacts": check_artifact_map(shared_artifacts, "shared_artifacts"),
         "steps": steps, "model_step_idx": idx,
     }
     referenced = set(chain_artifact_refs(chain)) | {
@@ -147,10 +209,12 @@ def prediction_row(
     arrays: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """A new ``predictions`` row (without ``run_id``) and its validated array record, if any."""
-    check_name(dataset_name, "dataset_name")
+    check_dataset(dataset_name)
     check_name(partition, "partition")
+    if preprocessings is not None and not isinstance(preprocessings, str):
+        raise InvalidInputError(f"preprocessings must be a string, got {type(preprocessings).__name__}")
     prediction_id = new_id()
-    fold = None if fold_id is None else str(fold_id)
+    fold = check_fold(fold_id)
     record = None
     if any(v is not None for v in arrays.values()):
         record = normalize_record({
