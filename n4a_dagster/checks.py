@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 PREDICTIONS_HAVE_ARRAYS = "predictions_have_arrays"
 ARTIFACTS_INTACT = "artifacts_intact"
+WORKSPACE_VERIFIED = "workspace_verified"
 _SAMPLE = 10
 
 
@@ -108,6 +109,31 @@ def verify_run_artifacts(store: "WorkspaceStore", run_id: str) -> CheckOutcome:
                               f"and match their hashes", metadata)
 
 
+def report_outcome(report: Any) -> CheckOutcome:
+    """A :class:`~n4a_store.integrity.VerifyReport` (``store.verify()``) as a check outcome.
+
+    The verify job, the ``workspace_verified`` asset check and the CLI's ``n4a verify``
+    all read the same report.
+    """
+    metadata: dict[str, Any] = {
+        "problems": len(report.findings),
+        "repairable": sum(1 for f in report.findings if f.repairable),
+        "checked": MetadataValue.json(dict(report.checked)),
+        "counts": MetadataValue.json(report.counts()),
+    }
+    if report.findings:
+        metadata["findings_sample"] = MetadataValue.json(
+            [{"kind": f.kind, "subject": f.subject, "detail": f.detail} for f in report.findings[:_SAMPLE]])
+    if report.repaired:
+        metadata["repaired"] = MetadataValue.json(dict(report.repaired))
+    if report.ok:
+        return CheckOutcome(True, f"workspace verified clean ({report.checked.get('artifacts', 0)} "
+                                  f"artifacts, {report.checked.get('predictions', 0)} predictions)",
+                            metadata)
+    counts = ", ".join(f"{n} {k}" for k, n in report.counts().items())
+    return CheckOutcome(False, f"workspace has {len(report.findings)} problem(s): {counts}", metadata)
+
+
 def _current_run_id(context: AssetCheckExecutionContext, store: "WorkspaceStore") -> str | None:
     run_id = latest_run_id(context.instance)
     if run_id is None:
@@ -141,8 +167,19 @@ def artifacts_intact(context: AssetCheckExecutionContext,
         return verify_run_artifacts(store, run_id).as_result()
 
 
-ASSET_CHECKS = [predictions_have_arrays, artifacts_intact]
+@asset_check(asset=SWEEP_RUN, name=WORKSPACE_VERIFIED,
+             description="The whole workspace verifies clean (n4a verify): artifact files match "
+                         "their hashes, claims equal the chains' references, predictions have "
+                         "their arrays, no orphans or stray files.")
+def workspace_verified(n4a_store: N4AStoreResource) -> AssetCheckResult:
+    """Run ``store.verify()`` and report it."""
+    with n4a_store.open_store() as store:
+        return report_outcome(store.verify()).as_result()
+
+
+ASSET_CHECKS = [predictions_have_arrays, artifacts_intact, workspace_verified]
 CHECK_KEYS = {
+    WORKSPACE_VERIFIED: AssetCheckKey(SWEEP_RUN, WORKSPACE_VERIFIED),
     PREDICTIONS_HAVE_ARRAYS: AssetCheckKey(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS),
     ARTIFACTS_INTACT: AssetCheckKey(SWEEP_RUN, ARTIFACTS_INTACT),
 }

@@ -28,6 +28,7 @@ from .jobs import (
     model_bundle_job,
     pipeline_partition_job,
     replay_job,
+    verify_job,
 )
 from .resources import (
     N4AStoreResource,
@@ -61,7 +62,7 @@ def build_definitions(
     return Definitions(
         assets=ALL_ASSETS,
         asset_checks=ASSET_CHECKS,
-        jobs=[sweep_job, compact_job, gc_job, export_job, replay_job, model_bundle_job,
+        jobs=[sweep_job, compact_job, gc_job, verify_job, export_job, replay_job, model_bundle_job,
               pipeline_partition_job],
         sensors=[build_compaction_sensor(compact_job), build_gc_sensor(gc_job)],
         schedules=[build_sweep_schedule(sweep_job, cron=sweep_cron)],

@@ -43,6 +43,8 @@ from pydantic import Field
 from .checks import (
     ARTIFACTS_INTACT,
     PREDICTIONS_HAVE_ARRAYS,
+    WORKSPACE_VERIFIED,
+    report_outcome,
     verify_prediction_arrays,
     verify_run_artifacts,
 )
@@ -58,7 +60,7 @@ from .keys import (
     mapping_key,
     pipeline_partition_key,
 )
-from .maintenance import compact_arrays_op, export_op, gc_artifacts_op, replay_op
+from .maintenance import compact_arrays_op, export_op, gc_artifacts_op, replay_op, verify_op
 from .resources import N4AStoreResource, N4ASweepResource
 from .sweep_steps import (
     arrays_metadata,
@@ -203,14 +205,16 @@ def finish_sweep_op(context: OpExecutionContext, outcomes: list,
         board_meta = leaderboard_metadata(run_id, summary, board, n4a_store.display_uri(), store)
         arrays_check = verify_prediction_arrays(store, run_id)
         artifacts_check = verify_run_artifacts(store, run_id)
+        workspace_check = report_outcome(store.verify())
         run_meta = run_metadata(store, run_id)
     context.log_event(AssetObservation(asset_key=SWEEP_RUN, metadata=run_meta))
     context.log_event(AssetMaterialization(asset_key=LEADERBOARD, metadata=board_meta))
     context.log_event(arrays_check.as_evaluation(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS))
     context.log_event(artifacts_check.as_evaluation(SWEEP_RUN, ARTIFACTS_INTACT))
+    context.log_event(workspace_check.as_evaluation(SWEEP_RUN, WORKSPACE_VERIFIED))
     context.log.info(f"run {run_id}: {summary['n_completed']} completed, {summary['n_failed']} "
                      f"failed; checks: arrays {arrays_check.passed}, artifacts "
-                     f"{artifacts_check.passed}")
+                     f"{artifacts_check.passed}, workspace {workspace_check.passed}")
     return {"run_id": run_id, **summary}
 
 
@@ -269,6 +273,13 @@ def compact_job():
 @job(name="n4a_gc", description="Delete unreferenced artifacts.", tags={"n4a/kind": "maintenance"})
 def gc_job():
     gc_artifacts_op()
+
+
+@job(name="n4a_verify", description="Verify the workspace (artifacts, claims, arrays, strays); "
+                                    "config repair=true fixes what can be fixed.",
+     tags={"n4a/kind": "maintenance"})
+def verify_job():
+    verify_op()
 
 
 @job(name="n4a_export", description="Export a chain, run, pipeline config or predictions.",

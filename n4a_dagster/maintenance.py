@@ -46,6 +46,13 @@ class GcConfig(Config):
     vacuum: bool = False
 
 
+class VerifyConfig(Config):
+    """Whether to repair, and how old a temporary file must be to count as stray."""
+
+    repair: bool = False
+    grace_seconds: float = Field(default=300.0, ge=0)
+
+
 class ExportConfig(Config):
     """What to export: exactly one of ``chain_id``, ``run_id``, ``pipeline_id`` or
     ``prediction_filter`` (``query_predictions`` filters such as ``{"partition": "val"}``).
@@ -144,6 +151,23 @@ def gc_artifacts_op(context: OpExecutionContext, config: GcConfig, n4a_store: N4
     })
     context.log.info(f"gc: {removed} unreferenced artifacts removed")
     return removed
+
+
+@op(description="Verify the workspace's integrity (n4a verify); repair what can be repaired if asked.")
+def verify_op(context: OpExecutionContext, config: VerifyConfig, n4a_store: N4AStoreResource) -> dict:
+    """Run ``store.verify(repair=...)``, record the report as metadata; fail if problems remain."""
+    from dagster import Failure
+
+    from .checks import report_outcome
+
+    with n4a_store.open_store() as store:
+        report = store.verify(repair=config.repair, grace=config.grace_seconds)
+    outcome = report_outcome(report)
+    context.add_output_metadata({**outcome.metadata, META_WORKSPACE: n4a_store.display_uri()})
+    context.log.info(report.summary())
+    if not outcome.passed:
+        raise Failure(description=outcome.description, metadata=outcome.metadata)
+    return report.to_dict()
 
 
 def resolve_export(config: ExportConfig, workspace: Path) -> tuple[str, str, str, Path]:

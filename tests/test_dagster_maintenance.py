@@ -275,3 +275,28 @@ def test_compact_job_refuses_unknown_dataset(workspace, instance):
         instance=instance, resources={"n4a_store": resource}, raise_on_error=False,
         run_config=RunConfig(ops={"compact_arrays_op": CompactConfig(datasets=["wheat"])}))
     assert "unknown dataset(s) ['wheat']" in str(result.failure_data_for_node("compact_arrays_op").error)
+
+
+def test_verify_job_reports_repairs_and_the_asset_check_reads_the_same_report(workspace, instance):
+    """n4a_verify fails on damage, repairs with repair=true, and workspace_verified agrees."""
+    from n4a_dagster.checks import workspace_verified
+    from n4a_dagster.jobs import verify_job
+
+    with WorkspaceStore(workspace) as store:
+        run = store.begin_run("r", {}, [])
+        pid = store.begin_pipeline(run, "p", {}, [], "wheat", "h")
+        store.save_artifact({"leaked": 1}, "dict", "model")
+        store.flush()  # a claim with no chain: repairable
+        store.complete_pipeline(pid, 0.1, 0.1, "rmse", 1)
+    resource = N4AStoreResource(workspace=str(workspace))
+    failed = verify_job.execute_in_process(instance=instance, resources={"n4a_store": resource},
+                                           raise_on_error=False)
+    assert not failed.success
+    check = workspace_verified(n4a_store=resource)
+    assert not check.passed and "claims_mismatch" in str(check.metadata["counts"].value)
+    fixed = verify_job.execute_in_process(
+        instance=instance, resources={"n4a_store": resource},
+        run_config={"ops": {"verify_op": {"config": {"repair": True}}}})
+    assert fixed.success and fixed.output_for_node("verify_op")["ok"] is True
+    assert workspace_verified(n4a_store=resource).passed
+

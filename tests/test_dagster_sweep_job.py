@@ -91,7 +91,8 @@ def test_sweep_job_in_process(tmp_path, per_step):
         [board] = _materializations(instance, LEADERBOARD, result.run_id)
         assert board.metadata["n_failed"].value == N_FAILED
         checks = result.get_asset_check_evaluations()
-        assert sorted(c.check_name for c in checks) == ["artifacts_intact", "predictions_have_arrays"]
+        assert sorted(c.check_name for c in checks) == ["artifacts_intact", "predictions_have_arrays",
+                                                          "workspace_verified"]
         assert all(c.passed for c in checks)
         assert result.output_for_node("finish_sweep_op")["run_id"] == store_run_id
         if per_step == 1:
