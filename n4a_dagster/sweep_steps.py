@@ -30,8 +30,9 @@ from .keys import (
     META_RUN_ID,
     META_STATUS,
     META_WORKSPACE,
-    PIPELINES_PARTITIONS,
+    PIPELINE_PARTITIONS,
     check_partition_name,
+    spec_partition_key,
 )
 from .metadata import frame_preview, score_metadata, table_metadata
 from .values import PipelineOutcome
@@ -69,6 +70,10 @@ class SweepPlan:
         }, schema={"key": pl.String, "name": pl.String, "preprocessings": pl.String,
                    "model_class": pl.String, "choices": pl.String})
 
+    def partition_keys(self) -> list[str]:
+        """The pipeline partition key of every (dataset, expanded pipeline) of the sweep."""
+        return [spec_partition_key(ds.name, spec) for ds in self.datasets for spec in self.specs]
+
     def metadata(self) -> dict[str, Any]:
         """UI metadata of the plan: the config, counts and the pipelines table."""
         frame = self.pipelines_frame()
@@ -100,11 +105,11 @@ def plan_sweep(sweep: N4ASweepResource) -> SweepPlan:
 
 
 def register_partitions(instance: DagsterInstance, plan: SweepPlan) -> tuple[list[str], list[str]]:
-    """Add the plan's datasets and pipelines as dynamic partitions; return the new ones."""
+    """Add the plan's datasets and (dataset, pipeline) partitions; return the new ones."""
     added: list[list[str]] = []
     for partitions_def, keys in (
         (DATASETS_PARTITIONS, [ds.name for ds in plan.datasets]),
-        (PIPELINES_PARTITIONS, [s.key for s in plan.specs]),
+        (PIPELINE_PARTITIONS, plan.partition_keys()),
     ):
         name = partitions_def.name
         assert name is not None
@@ -231,6 +236,7 @@ def run_partition(store: WorkspaceStore, run_id: str, cfg: SweepConfig, spec: Pi
     refresh_run_summary(store, run_id)
     return PipelineOutcome(
         run_id=run_id, dataset_name=ds.name, pipeline_key=spec.key, pipeline_name=spec.name,
+        partition_key=spec_partition_key(ds.name, spec),
         pipeline_id=survivor, status=result.status, chain_id=chain_id,
         prediction_ids=prediction_ids, best_val=result.best_val, best_test=result.best_test,
         metric=result.metric, duration_ms=result.duration_ms, error=result.error,
