@@ -4,10 +4,10 @@
 partitions and begins the store run, one ``train_pipeline_op`` step per
 (dataset, pipeline) trains and records that pipeline (``pipelines_per_step`` in the
 plan op's config batches several per step), and ``finish_sweep_op``
-completes the run, publishes the leaderboard and records the asset checks. Each
-step logs the materializations of the sweep assets (``n4a/pipeline``,
-``n4a/chain``, ``n4a/prediction_arrays`` for its partition), so the asset graph
-shows the sweep job's results with their store ids.
+completes the run and publishes the leaderboard. Each train step logs the
+materializations of the sweep assets (``n4a/pipeline``, ``n4a/chain``,
+``n4a/prediction_arrays`` for its partition) and both asset checks of that
+partition, so the asset graph shows the sweep job's results with their store ids.
 
 The job runs on Dagster's multiprocess executor; ``N4A_MAX_CONCURRENT`` (default 4)
 sets how many steps run at once. Every step opens the workspace store for its own
@@ -40,12 +40,7 @@ from dagster import (
 
 from pydantic import Field
 
-from .checks import (
-    ARTIFACTS_INTACT,
-    PREDICTIONS_HAVE_ARRAYS,
-    verify_prediction_arrays,
-    verify_run_artifacts,
-)
+from .checks import partition_check_evaluations, verify_prediction_arrays, verify_run_artifacts
 from .keys import (
     CHAIN,
     DATASET,
@@ -56,7 +51,6 @@ from .keys import (
     SWEEP_PLAN,
     SWEEP_RUN,
     mapping_key,
-    pipeline_partition_key,
 )
 from .maintenance import compact_arrays_op, export_op, gc_artifacts_op, replay_op
 from .resources import N4AStoreResource, N4ASweepResource
@@ -162,6 +156,8 @@ def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4ASto
             outcome = run_partition(store, task["run_id"], cfg, spec, ds)
             for event in partition_events(store, outcome, spec, class_labels(ds)):
                 context.log_event(event)
+            for evaluation in partition_check_evaluations(store, outcome):
+                context.log_event(evaluation)
             if outcome.status != "completed":
                 context.log.warning(failure_message(outcome, spec.name))
             outcomes.append(asdict(outcome))
@@ -175,7 +171,7 @@ def partition_events(store: Any, outcome: Any, spec: Any = None,
     A failed attempt that kept an earlier completed pipeline materializes the pipeline only (naming
     the kept one); the chain and arrays keep their latest materializations, which name it too.
     """
-    partition = pipeline_partition_key(outcome.dataset_name, outcome.pipeline_key)
+    partition = outcome.partition_key
     events = [AssetMaterialization(asset_key=PIPELINE, partition=partition,
                                    metadata=pipeline_metadata(outcome, store.uri, store,
                                                               spec, labels))]
@@ -190,10 +186,11 @@ def partition_events(store: Any, outcome: Any, spec: Any = None,
 
 
 @op(ins={"outcomes": In(list)},
-    description="Complete the store run, publish the leaderboard, record the asset checks.")
+    description="Complete the store run and publish the leaderboard.")
 def finish_sweep_op(context: OpExecutionContext, outcomes: list,
                     n4a_store: N4AStoreResource) -> dict:
-    """Close the run with its summary; materialize the leaderboard; evaluate both checks."""
+    """Close the run with its summary; materialize the leaderboard; log the run-wide checks
+    (the asset checks themselves are recorded per partition by the train steps)."""
     run_ids = {o["run_id"] for o in outcomes}  # one entry per step
     if len(run_ids) != 1:
         raise RuntimeError(f"sweep steps reported {len(run_ids)} store runs, expected one")
@@ -206,8 +203,6 @@ def finish_sweep_op(context: OpExecutionContext, outcomes: list,
         run_meta = run_metadata(store, run_id)
     context.log_event(AssetObservation(asset_key=SWEEP_RUN, metadata=run_meta))
     context.log_event(AssetMaterialization(asset_key=LEADERBOARD, metadata=board_meta))
-    context.log_event(arrays_check.as_evaluation(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS))
-    context.log_event(artifacts_check.as_evaluation(SWEEP_RUN, ARTIFACTS_INTACT))
     context.log.info(f"run {run_id}: {summary['n_completed']} completed, {summary['n_failed']} "
                      f"failed; checks: arrays {arrays_check.passed}, artifacts "
                      f"{artifacts_check.passed}")
@@ -286,6 +281,19 @@ def replay_job():
 model_bundle_job = define_asset_job(
     "n4a_model_bundle", selection=[MODEL_BUNDLE],
     description="Export the best chain of the latest run as a .n4a bundle (on demand).")
+
+def _partition_checks_job() -> Any:
+    from dagster import AssetSelection
+
+    from .checks import ASSET_CHECKS
+
+    return define_asset_job(
+        "n4a_partition_checks", selection=AssetSelection.checks(*ASSET_CHECKS),
+        description="Run both asset checks (arrays present, artifacts intact) on pipeline "
+                    "partitions, without re-training them.")
+
+
+partition_checks_job = _partition_checks_job()
 
 pipeline_partition_job = define_asset_job(
     "n4a_pipeline_partition", selection=[PIPELINE, CHAIN, PREDICTION_ARRAYS],

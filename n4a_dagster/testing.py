@@ -60,3 +60,36 @@ class SwitchableFailPLS(PLSRegression):
         if os.environ.get(FAIL_FIT_ENV):
             raise RuntimeError(f"fit failed on purpose ({FAIL_FIT_ENV} is set)")
         return super().fit(X, y)
+
+
+def tiny_classification_config(directory: str | Path, *, name: str = "tiny_clf",
+                               filename: str = "tiny_clf.yaml") -> Path:
+    """Write a small classification sweep on chemotools' coffee spectra (SNV, logistic
+    regression with C in 1 | 10, 2-fold CV); return its path."""
+    config: dict[str, Any] = {
+        "name": name, "datasets": ["chemotools:coffee"], "task_type": "classification",
+        "cv": {"n_splits": 2, "shuffle": True, "seed": 0}, "seed": 0,
+        "pipeline": [{"class": "chemotools.scatter.StandardNormalVariate"},
+                     {"class": "sklearn.linear_model.LogisticRegression",
+                      "params": {"C": {"_or_": [1.0, 10.0]}, "max_iter": 500}}],
+    }
+    path = Path(directory) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def apply_sensor_result(instance: Any, result: Any) -> None:
+    """Apply a ``SensorResult``'s asset events and partition requests to ``instance`` in the
+    order the sensor daemon applies them (events first, then the requests)."""
+    from dagster import AddDynamicPartitionsRequest
+
+    for event in result.asset_events or []:
+        instance.report_runless_asset_event(event)
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        else:
+            for key in request.partition_keys:
+                if instance.has_dynamic_partition(request.partitions_def_name, key):
+                    instance.delete_dynamic_partition(request.partitions_def_name, key)
