@@ -4,7 +4,8 @@ The same app as ``dagster_celery.app`` (the ``execute_plan`` task on the ``dagst
 configured from the environment instead of a generated config module:
 
 * ``N4A_CELERY_BROKER`` (default RabbitMQ on 127.0.0.1, guest) and ``N4A_CELERY_BACKEND``
-  (default ``rpc://``), the same variables the launcher's executor config names;
+  (default ``rpc://``), the same variables the launcher's executor config names, and
+  ``N4A_CELERY_QUEUE`` (default ``dagster``; start the worker with ``-Q`` the same);
 * the settings in :data:`n4a_dagster.executors.N4A_CELERY_SETTINGS` (late acknowledgement,
   prefetch 1).
 
@@ -20,10 +21,11 @@ from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
-from .executors import N4A_CELERY_SETTINGS, backend_url, broker_url
+from .executors import N4A_CELERY_SETTINGS, backend_url, broker_url, queue_name
 
-app = make_app(CeleryExecutor.for_cli(broker=broker_url(), backend=backend_url(),
-                                      config_source=dict(N4A_CELERY_SETTINGS)).app_args())
+app = make_app(CeleryExecutor.for_cli(
+    broker=broker_url(), backend=backend_url(),
+    config_source={**N4A_CELERY_SETTINGS, "task_default_queue": queue_name()}).app_args())
 execute_plan = create_task(app)
 
 import n4a_dagster.definitions  # noqa: E402,F401  (warm imports for every step)

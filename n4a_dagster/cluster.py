@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from .executors import BACKEND_ENV, BROKER_ENV
+from .executors import BACKEND_ENV, BROKER_ENV, DEFAULT_QUEUE, QUEUE_ENV
 
 #: The instance template shipped with n4a (PostgreSQL storage, shared step storage).
 INSTANCE_TEMPLATE = Path(__file__).with_name("deploy") / "dagster.yaml"
@@ -128,12 +128,14 @@ class ClusterSettings:
         dagster_pg_url: The Dagster instance's PostgreSQL database.
         store: The n4a store URI (``postgresql://…?file_root=…``).
         file_root: The shared directory (n4a files, Dagster step storage and logs).
+        queue: The Celery queue of the steps (one per deployment sharing a broker).
     """
 
     broker: str
     dagster_pg_url: str
     store: str
     file_root: Path
+    queue: str = DEFAULT_QUEUE
 
     @property
     def dagster_storage(self) -> Path:
@@ -142,7 +144,7 @@ class ClusterSettings:
 
     def instance_env(self) -> dict[str, str]:
         """The variables the instance template and the executor config read."""
-        return {BROKER_ENV: self.broker, BACKEND_ENV: "rpc://",
+        return {BROKER_ENV: self.broker, BACKEND_ENV: "rpc://", QUEUE_ENV: self.queue,
                 DAGSTER_PG_ENV: self.dagster_pg_url,
                 DAGSTER_STORAGE_ENV: str(self.dagster_storage),
                 DAGSTER_LOGS_ENV: str(self.dagster_storage / "logs")}
@@ -165,10 +167,11 @@ def worker_env(settings: ClusterSettings, extra: dict[str, str] | None = None) -
     return env
 
 
-def worker_command(name: str, concurrency: int = 1, python: str | None = None) -> list[str]:
+def worker_command(name: str, concurrency: int = 1, queue: str = DEFAULT_QUEUE,
+                   python: str | None = None) -> list[str]:
     """The command line of one celery worker named ``name`` (``name@host`` in events)."""
     return [python or sys.executable, "-m", "celery", "-A", "n4a_dagster.celery_app", "worker",
-            "-Q", "dagster", "-c", str(concurrency), "-n", f"{name}@%h",
+            "-Q", queue, "-c", str(concurrency), "-n", f"{name}@%h",
             "--prefetch-multiplier=1", "--without-gossip", "--without-mingle",
             "-l", "WARNING"]
 
@@ -225,7 +228,8 @@ class WorkerPool:
             directory = self.directory / name
             directory.mkdir(parents=True, exist_ok=True)
             log = open(directory / "worker.log", "wb")
-            process = subprocess.Popen(worker_command(name, self.concurrency), cwd=directory,
+            process = subprocess.Popen(worker_command(name, self.concurrency, self.settings.queue),
+                                       cwd=directory,
                                        env=env, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
             self.workers.append(Worker(name, process, directory, log))

@@ -49,6 +49,10 @@ EXECUTORS = ("multiprocess", "in_process", "celery")
 BROKER_ENV = "N4A_CELERY_BROKER"
 #: Environment variable naming the Celery result backend (default ``rpc://``).
 BACKEND_ENV = "N4A_CELERY_BACKEND"
+#: Environment variable naming the Celery queue of the steps (default ``dagster``): workers
+#: listen on it, the launcher sends to it, so several deployments can share one broker.
+QUEUE_ENV = "N4A_CELERY_QUEUE"
+DEFAULT_QUEUE = "dagster"
 DEFAULT_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_BACKEND = "rpc://"
 #: Celery settings n4a sets on the launcher's and the workers' app (see the module docstring).
@@ -76,6 +80,11 @@ def broker_url() -> str:
 def backend_url() -> str:
     """The result backend from ``N4A_CELERY_BACKEND``, else ``rpc://`` (results via the broker)."""
     return os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+
+
+def queue_name() -> str:
+    """The steps' Celery queue from ``N4A_CELERY_QUEUE``, else ``dagster``."""
+    return os.environ.get(QUEUE_ENV) or DEFAULT_QUEUE
 
 
 def _selector_fields() -> dict[str, Any]:
@@ -114,5 +123,9 @@ def n4a_executor(init_context: Any) -> Any:
 def celery_executor_config() -> dict[str, Any]:
     """The ``celery`` executor config naming the broker and backend by environment variable,
     so no URL (nor its password) is written into Dagster's run storage."""
-    return {"broker": {"env": BROKER_ENV} if os.environ.get(BROKER_ENV) else DEFAULT_BROKER,
-            "backend": {"env": BACKEND_ENV} if os.environ.get(BACKEND_ENV) else DEFAULT_BACKEND}
+    config: dict[str, Any] = {
+        "broker": {"env": BROKER_ENV} if os.environ.get(BROKER_ENV) else DEFAULT_BROKER,
+        "backend": {"env": BACKEND_ENV} if os.environ.get(BACKEND_ENV) else DEFAULT_BACKEND}
+    if queue_name() != DEFAULT_QUEUE:
+        config["config_source"] = {"task_default_queue": queue_name()}
+    return config

@@ -78,7 +78,8 @@ def cluster_command(args: argparse.Namespace) -> int:
         shutil.rmtree(files)  # a fresh catalog: its old files would be orphans
     files.mkdir(parents=True)
     settings = ClusterSettings(broker=broker, dagster_pg_url=dagster_db,
-                               store=f"{catalog}?file_root={files}", file_root=files)
+                               store=f"{catalog}?file_root={files}", file_root=files,
+                               queue=args.name)
     home = write_instance(root / "dagster_home")
     os.environ.update(settings.instance_env())
     from .__main__ import main
