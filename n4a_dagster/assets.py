@@ -2,14 +2,14 @@
 
 Asset graph (group ``n4a``)::
 
-    sweep_plan ─> dataset[ds] ─> sweep_run ─> pipeline[ds|key] ─> chain[ds|key] ─> prediction_arrays[ds|key]
-                        └──────────────────────────┘      └──> leaderboard ─> model_bundle (on demand)
+    sweep_plan ─> dataset[ds] ─> sweep_run ─> pipeline[p] ─> chain[p] ─> prediction_arrays[p]
+                                               └──> leaderboard ─> model_bundle (on demand)
 
 * ``sweep_plan`` expands the configured sweep and registers the dynamic partitions:
-  one ``dataset`` partition per dataset, one ``pipeline`` partition per expanded pipeline
-  (key = ``PipelineSpec.key``).
-* ``pipeline``/``chain``/``prediction_arrays`` are one multi-asset partitioned by
-  (dataset, pipeline): each partition trains one pipeline on one dataset. Materializing a
+  one ``dataset`` partition per dataset, one pipeline partition ``p`` per (dataset, expanded
+  pipeline) the sweep defines, keyed ``<dataset>/<label>/<PipelineSpec.key>``.
+* ``pipeline``/``chain``/``prediction_arrays`` are one multi-asset on those partitions: each
+  partition trains one pipeline on one dataset. Materializing a
   partition again replaces what it wrote before in the same run once the new pipeline has
   completed; a failed attempt keeps the earlier completed pipeline.
 * ``leaderboard`` completes the store run and ranks its pipelines; ``model_bundle`` exports
@@ -20,13 +20,11 @@ with one step per partition running in parallel.
 """
 
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from dagster import (
-    AssetDep,
     AssetExecutionContext,
     AssetIn,
     AssetOut,
@@ -34,7 +32,6 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
-    MultiToSingleDimensionPartitionMapping,
     Output,
     asset,
     multi_asset,
@@ -46,7 +43,6 @@ from n4a_store.errors import InvalidInputError
 from .keys import (
     CHAIN,
     DATASET,
-    DATASET_DIM,
     DATASETS_PARTITIONS,
     EXPORTS,
     GROUP,
@@ -57,12 +53,12 @@ from .keys import (
     META_WORKSPACE,
     MODEL_BUNDLE,
     PIPELINE,
-    PIPELINE_DIM,
-    PIPELINE_RUN_PARTITIONS,
+    PIPELINE_PARTITIONS,
     PREDICTION_ARRAYS,
     REPLAY_PREDICTIONS,
     SWEEP_PLAN,
     SWEEP_RUN,
+    parse_pipeline_partition,
 )
 from .maintenance import file_sha256
 from .metadata import score_metadata
@@ -84,11 +80,6 @@ from .values import PredictionArraysRef, StoredChain
 
 RECORD_IO = "n4a_record_io_manager"
 
-
-def _dataset_dimension_mapping() -> MultiToSingleDimensionPartitionMapping:
-    with warnings.catch_warnings():  # the mapping is marked beta; its use here is plain
-        warnings.simplefilter("ignore")
-        return MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATASET_DIM)
 
 CHAIN_IO = "n4a_chain_io_manager"
 ARRAYS_IO = "n4a_arrays_io_manager"
@@ -147,13 +138,12 @@ def sweep_run(context: AssetExecutionContext, n4a_store: N4AStoreResource,
                                                   "partition, in the ArrayStore."),
     },
     ins={"sweep_run": AssetIn(key=SWEEP_RUN)},
-    deps=[AssetDep(DATASET, partition_mapping=_dataset_dimension_mapping())],
     internal_asset_deps={
-        "pipeline": {SWEEP_RUN, DATASET},
+        "pipeline": {SWEEP_RUN},
         "chain": {PIPELINE},
         "prediction_arrays": {CHAIN},
     },
-    partitions_def=PIPELINE_RUN_PARTITIONS,
+    partitions_def=PIPELINE_PARTITIONS,
     group_name=GROUP,
     name="pipeline_partition",
     description="Train one expanded pipeline on one dataset (cross-validation, chain, "
@@ -167,8 +157,7 @@ def pipeline_partition(context: AssetExecutionContext, sweep_run: dict[str, Any]
     ``pipeline`` output is materialized, with ``n4a/status=failed`` and
     ``n4a/kept_previous_pipeline_id``.
     """
-    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
-    dataset_name, pipeline_key = keys[DATASET_DIM], keys[PIPELINE_DIM]
+    dataset_name, pipeline_key = parse_pipeline_partition(context.partition_key)
     cfg = n4a_sweep.load()
     spec = n4a_sweep.spec(pipeline_key)
     ds = n4a_sweep.dataset(dataset_name)

@@ -1,11 +1,17 @@
-"""Asset checks: every prediction has its arrays; the run's artifacts exist and match their hashes.
+"""Asset checks per pipeline partition: its predictions have their arrays; its chain's
+artifacts exist and match their hashes.
 
-The verification functions take an open store and a run id, so the sweep job's
-last op can record the same evaluations (as ``AssetCheckEvaluation`` events)
-that the asset checks produce when run from the UI.
+Both checks are partitioned like the pipeline assets (Dagster's partitioned asset checks), so
+a failed check names the pipeline partition, and its description names the pipeline. The
+verification functions take an open store, so each sweep step records the same evaluations
+(``AssetCheckEvaluation`` events for its partition) that the checks produce when run from the
+UI. The run-level functions (:func:`verify_prediction_arrays`, :func:`verify_run_artifacts`)
+check a whole store run.
 """
 
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +27,18 @@ from dagster import (
 
 from n4a_store.bundles.layout import chain_artifact_ids
 
-from .keys import META_RUN_ID, PREDICTION_ARRAYS, SWEEP_RUN
-from .lineage import latest_run_id
+from .keys import (
+    CHAIN,
+    META_CHAIN_ID,
+    META_DATASET,
+    META_PREDICTION_IDS,
+    META_RUN_ID,
+    PIPELINE,
+    PIPELINE_PARTITIONS,
+    PREDICTION_ARRAYS,
+    SWEEP_RUN,
+)
+from .lineage import MaterializationNotFoundError, latest_store_ids
 from .resources import N4AStoreResource
 
 if TYPE_CHECKING:
@@ -47,11 +63,12 @@ class CheckOutcome:
         return AssetCheckResult(passed=self.passed, description=self.description,
                                 metadata=self.metadata, severity=AssetCheckSeverity.ERROR)
 
-    def as_evaluation(self, asset_key: Any, check_name: str) -> AssetCheckEvaluation:
-        """This outcome as an event an op can log against the asset check."""
+    def as_evaluation(self, asset_key: Any, check_name: str,
+                      partition: str | None = None) -> AssetCheckEvaluation:
+        """This outcome as an event an op can log against the asset check (one partition)."""
         return AssetCheckEvaluation(asset_key=asset_key, check_name=check_name, passed=self.passed,
                                     description=self.description, metadata=self.metadata,
-                                    severity=AssetCheckSeverity.ERROR)
+                                    severity=AssetCheckSeverity.ERROR, partition=partition)
 
 
 def verify_prediction_arrays(store: "WorkspaceStore", run_id: str) -> CheckOutcome:
@@ -134,37 +151,111 @@ def report_outcome(report: Any) -> CheckOutcome:
     return CheckOutcome(False, f"workspace has {len(report.findings)} problem(s): {counts}", metadata)
 
 
-def _current_run_id(context: AssetCheckExecutionContext, store: "WorkspaceStore") -> str | None:
-    run_id = latest_run_id(context.instance)
-    if run_id is None:
-        runs = store.list_runs(limit=1)
-        run_id = runs["run_id"][0] if runs.height else None
-    return run_id
+def verify_partition_arrays(store: "WorkspaceStore", prediction_ids: list[str],
+                            label: str) -> CheckOutcome:
+    """Every prediction of one pipeline partition has its y_true/y_pred arrays.
+
+    ``label`` names the pipeline in the description (``<pipeline> on <dataset>``).
+    """
+    loaded = store.load_arrays(list(prediction_ids)) if prediction_ids else {}
+    missing = [pid for pid in prediction_ids
+               if loaded.get(pid) is None or loaded[pid].get("y_pred") is None
+               or loaded[pid].get("y_true") is None]
+    metadata: dict[str, Any] = {"pipeline": label, "predictions_checked": len(prediction_ids),
+                                "missing_arrays": len(missing)}
+    if missing:
+        metadata["missing_sample"] = MetadataValue.json(missing[:_SAMPLE])
+        return CheckOutcome(False, f"{label}: {len(missing)} of {len(prediction_ids)} "
+                                   f"predictions have no arrays", metadata)
+    if not prediction_ids:
+        return CheckOutcome(False, f"{label}: no predictions", metadata)
+    return CheckOutcome(True, f"{label}: all {len(prediction_ids)} predictions have their arrays",
+                        metadata)
 
 
-@asset_check(asset=PREDICTION_ARRAYS, name=PREDICTIONS_HAVE_ARRAYS,
-             description="Every prediction of the latest sweep run has its y_true/y_pred arrays.")
+def verify_chain_artifacts(store: "WorkspaceStore", chain_id: str, label: str) -> CheckOutcome:
+    """Every artifact of one chain is cataloged, on disk, and hashes to its id."""
+    chain = store.get_chain(chain_id)
+    metadata: dict[str, Any] = {"pipeline": label, "n4a/chain_id": chain_id}
+    if chain is None:
+        return CheckOutcome(False, f"{label}: chain {chain_id} is not in the store", metadata)
+    artifact_ids = sorted(chain_artifact_ids(chain))
+    problems = store.verify_artifacts(artifact_ids)
+    metadata.update({"artifacts_checked": len(artifact_ids), "bad_artifacts": len(problems)})
+    if problems:
+        metadata["problems"] = MetadataValue.json(dict(list(problems.items())[:_SAMPLE]))
+        return CheckOutcome(False, f"{label}: {len(problems)} of {len(artifact_ids)} artifacts "
+                                   f"are missing or corrupted", metadata)
+    return CheckOutcome(True, f"{label}: all {len(artifact_ids)} artifacts exist and match their "
+                              f"hashes", metadata)
+
+
+def partition_label(ids: dict[str, Any], partition_key: str) -> str:
+    """``<pipeline name> on <dataset>`` from a materialization's metadata, else the key."""
+    name, dataset = ids.get("pipeline_name"), ids.get(META_DATASET)
+    return f"{name} on {dataset}" if name and dataset else partition_key
+
+
+def _latest_ids(context: AssetCheckExecutionContext, asset_key: Any) -> dict[str, Any] | None:
+    try:
+        return latest_store_ids(context.instance, asset_key, context.partition_key)
+    except MaterializationNotFoundError:
+        return None
+
+
+def _partitioned_check(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``@asset_check`` without the preview warning of its ``partitions_def`` (Dagster 1.13)."""
+    def decorate(fn: Callable[..., Any]) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return asset_check(**kwargs)(fn)
+
+    return decorate
+
+
+@_partitioned_check(asset=PREDICTION_ARRAYS, name=PREDICTIONS_HAVE_ARRAYS,
+             partitions_def=PIPELINE_PARTITIONS,
+             description="Every prediction of this pipeline partition has its y_true/y_pred "
+                         "arrays in the ArrayStore.")
 def predictions_have_arrays(context: AssetCheckExecutionContext,
                             n4a_store: N4AStoreResource) -> AssetCheckResult:
-    """Check the latest sweep run's predictions against the ArrayStore."""
+    """Check one partition's predictions against the ArrayStore."""
+    ids = _latest_ids(context, PREDICTION_ARRAYS)
+    if ids is None:
+        return CheckOutcome(False, f"{context.partition_key}: not materialized yet").as_result()
+    pipe = _latest_ids(context, PIPELINE) or {}
+    label = partition_label({**ids, **pipe}, context.partition_key)
     with n4a_store.open_store() as store:
-        run_id = _current_run_id(context, store)
-        if run_id is None:
-            return CheckOutcome(False, "the workspace has no run yet").as_result()
-        return verify_prediction_arrays(store, run_id).as_result()
+        return verify_partition_arrays(store, list(ids.get(META_PREDICTION_IDS) or []),
+                                       label).as_result()
 
 
-@asset_check(asset=SWEEP_RUN, name=ARTIFACTS_INTACT,
-             description="Every artifact of the latest sweep run's chains exists and matches its "
+@_partitioned_check(asset=CHAIN, name=ARTIFACTS_INTACT, partitions_def=PIPELINE_PARTITIONS,
+             description="Every artifact of this partition's chain exists and matches its "
                          "SHA-256.")
 def artifacts_intact(context: AssetCheckExecutionContext,
                      n4a_store: N4AStoreResource) -> AssetCheckResult:
-    """Check the latest sweep run's artifacts on disk."""
+    """Check one partition's chain artifacts on disk."""
+    ids = _latest_ids(context, CHAIN)
+    if ids is None or not ids.get(META_CHAIN_ID):
+        return CheckOutcome(False, f"{context.partition_key}: no chain materialized").as_result()
+    pipe = _latest_ids(context, PIPELINE) or {}
+    label = partition_label({**ids, **pipe}, context.partition_key)
     with n4a_store.open_store() as store:
-        run_id = _current_run_id(context, store)
-        if run_id is None:
-            return CheckOutcome(False, "the workspace has no run yet").as_result()
-        return verify_run_artifacts(store, run_id).as_result()
+        return verify_chain_artifacts(store, ids[META_CHAIN_ID], label).as_result()
+
+
+def partition_check_evaluations(store: "WorkspaceStore", outcome: Any) -> list[AssetCheckEvaluation]:
+    """Both checks evaluated on the partition a sweep step has just written (completed only)."""
+    if outcome.status != "completed" or not outcome.chain_id:
+        return []
+    label = f"{outcome.pipeline_name} on {outcome.dataset_name}"
+    return [
+        verify_partition_arrays(store, outcome.prediction_ids, label).as_evaluation(
+            PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS, outcome.partition_key),
+        verify_chain_artifacts(store, outcome.chain_id, label).as_evaluation(
+            CHAIN, ARTIFACTS_INTACT, outcome.partition_key),
+    ]
 
 
 @asset_check(asset=SWEEP_RUN, name=WORKSPACE_VERIFIED,
@@ -181,5 +272,5 @@ ASSET_CHECKS = [predictions_have_arrays, artifacts_intact, workspace_verified]
 CHECK_KEYS = {
     WORKSPACE_VERIFIED: AssetCheckKey(SWEEP_RUN, WORKSPACE_VERIFIED),
     PREDICTIONS_HAVE_ARRAYS: AssetCheckKey(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS),
-    ARTIFACTS_INTACT: AssetCheckKey(SWEEP_RUN, ARTIFACTS_INTACT),
+    ARTIFACTS_INTACT: AssetCheckKey(CHAIN, ARTIFACTS_INTACT),
 }

@@ -26,6 +26,7 @@ from .jobs import (
     export_job,
     gc_job,
     model_bundle_job,
+    partition_checks_job,
     pipeline_partition_job,
     replay_job,
     verify_job,
@@ -37,7 +38,7 @@ from .resources import (
     default_workspace,
 )
 from .schedules import build_sweep_schedule
-from .sensors import build_compaction_sensor, build_gc_sensor
+from .sensors import build_compaction_sensor, build_gc_sensor, build_partitions_sensor
 
 
 def build_definitions(
@@ -63,8 +64,9 @@ def build_definitions(
         assets=ALL_ASSETS,
         asset_checks=ASSET_CHECKS,
         jobs=[sweep_job, compact_job, gc_job, verify_job, export_job, replay_job, model_bundle_job,
-              pipeline_partition_job],
-        sensors=[build_compaction_sensor(compact_job), build_gc_sensor(gc_job)],
+              pipeline_partition_job, partition_checks_job],
+        sensors=[build_compaction_sensor(compact_job), build_gc_sensor(gc_job),
+                 build_partitions_sensor()],
         schedules=[build_sweep_schedule(sweep_job, cron=sweep_cron)],
         resources={
             "n4a_store": store,

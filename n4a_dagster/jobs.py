@@ -4,14 +4,17 @@
 partitions and begins the store run, one ``train_pipeline_op`` step per
 (dataset, pipeline) trains and records that pipeline (``pipelines_per_step`` in the
 plan op's config batches several per step), and ``finish_sweep_op``
-completes the run, publishes the leaderboard and records the asset checks. Each
-step logs the materializations of the sweep assets (``n4a/pipeline``,
-``n4a/chain``, ``n4a/prediction_arrays`` for its partition), so the asset graph
-shows the sweep job's results with their store ids.
+completes the run and publishes the leaderboard. Each train step logs the
+materializations of the sweep assets (``n4a/pipeline``, ``n4a/chain``,
+``n4a/prediction_arrays`` for its partition) and both asset checks of that
+partition, so the asset graph shows the sweep job's results with their store ids.
 
-The job runs on Dagster's multiprocess executor; ``N4A_MAX_CONCURRENT`` (default 4)
-sets how many steps run at once. Every step opens the workspace store for its own
-duration and closes it, and the store's file lock arbitrates between the steps.
+The job's executor is chosen by run config (:mod:`n4a_dagster.executors`): Dagster's
+multiprocess executor on one host (the default; ``N4A_MAX_CONCURRENT``, default 4, sets how
+many steps run at once) or dagster-celery's across hosts. Every step opens the store for its
+own duration and closes it; the store (file lock on DuckDB, transactions on PostgreSQL)
+arbitrates between the steps. The training steps belong to the Dagster concurrency pool
+``n4a_train`` (:data:`TRAIN_POOL`), which an instance can limit across all runs and hosts.
 """
 
 
@@ -34,16 +37,13 @@ from dagster import (
     define_asset_job,
     failure_hook,
     job,
-    multiprocess_executor,
     op,
 )
 
 from pydantic import Field
 
 from .checks import (
-    ARTIFACTS_INTACT,
-    PREDICTIONS_HAVE_ARRAYS,
-    WORKSPACE_VERIFIED,
+    partition_check_evaluations,
     report_outcome,
     verify_prediction_arrays,
     verify_run_artifacts,
@@ -58,8 +58,8 @@ from .keys import (
     SWEEP_PLAN,
     SWEEP_RUN,
     mapping_key,
-    pipeline_partition_key,
 )
+from .executors import celery_executor_config, n4a_executor
 from .maintenance import compact_arrays_op, export_op, gc_artifacts_op, replay_op, verify_op
 from .resources import N4AStoreResource, N4ASweepResource
 from .sweep_steps import (
@@ -79,6 +79,8 @@ from .sweep_steps import (
 )
 
 SWEEP_JOB = "n4a_sweep"
+#: Dagster concurrency pool of the training steps (limit: ``dagster instance concurrency set``).
+TRAIN_POOL = "n4a_train"
 MAX_CONCURRENT_ENV = "N4A_MAX_CONCURRENT"
 DEFAULT_MAX_CONCURRENT = 4
 #: Imported once in the forkserver, so each step process starts warm.
@@ -99,13 +101,40 @@ def default_max_concurrent() -> int:
 
 def multiprocess_run_config(max_concurrent: int, forkserver: bool = True,
                             pipelines_per_step: int | None = None) -> dict[str, Any]:
-    """Run config of the sweep job: ``max_concurrent`` parallel steps (forkserver-started, with
-    the heavy modules preloaded, unless ``forkserver`` is False), optionally
-    ``pipelines_per_step`` partitions per step."""
+    """Run config of the sweep job on one host: ``max_concurrent`` parallel steps
+    (forkserver-started, with the heavy modules preloaded, unless ``forkserver`` is False),
+    optionally ``pipelines_per_step`` partitions per step."""
     config: dict[str, Any] = {"max_concurrent": max_concurrent}
     if forkserver:
         config["start_method"] = {"forkserver": {"preload_modules": PRELOAD_MODULES}}
-    run_config: dict[str, Any] = {"execution": {"config": config}}
+    return _with_plan({"execution": {"config": {"multiprocess": config}}}, pipelines_per_step)
+
+
+def celery_run_config(pipelines_per_step: int | None = None,
+                      celery: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run config of the sweep job across hosts: every step a task for the celery workers.
+
+    ``celery`` overrides fields of dagster-celery's executor config; by default the broker and
+    backend are named by env (``N4A_CELERY_BROKER``, ``N4A_CELERY_BACKEND``).
+    """
+    config = {**celery_executor_config(), **(celery or {})}
+    return _with_plan({"execution": {"config": {"celery": config}}}, pipelines_per_step)
+
+
+def run_config_for(executor: str, max_concurrent: int,
+                   pipelines_per_step: int | None = None) -> dict[str, Any]:
+    """Run config of the sweep job for an executor kind (``multiprocess``, ``in_process``,
+    ``celery``)."""
+    if executor == "celery":
+        return celery_run_config(pipelines_per_step)
+    if executor == "in_process":
+        return _with_plan({"execution": {"config": {"in_process": {}}}}, pipelines_per_step)
+    if executor == "multiprocess":
+        return multiprocess_run_config(max_concurrent, pipelines_per_step=pipelines_per_step)
+    raise ValueError(f"unknown executor {executor!r}; one of multiprocess, in_process, celery")
+
+
+def _with_plan(run_config: dict[str, Any], pipelines_per_step: int | None) -> dict[str, Any]:
     if pipelines_per_step is not None:
         run_config["ops"] = {"plan_sweep_op": {"config": {"pipelines_per_step": pipelines_per_step}}}
     return run_config
@@ -151,7 +180,8 @@ def plan_sweep_op(context: OpExecutionContext, config: SweepPlanConfig,
         )
 
 
-@op(ins={"task": In(dict)}, description="Train pipelines (one by default) into the store.")
+@op(ins={"task": In(dict)}, pool=TRAIN_POOL,
+    description="Train pipelines (one by default) into the store.")
 def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4AStoreResource,
                       n4a_sweep: N4ASweepResource) -> dict:
     """Run the task's partitions; materialize each one's pipeline, chain and prediction arrays."""
@@ -164,6 +194,8 @@ def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4ASto
             outcome = run_partition(store, task["run_id"], cfg, spec, ds)
             for event in partition_events(store, outcome, spec, class_labels(ds)):
                 context.log_event(event)
+            for evaluation in partition_check_evaluations(store, outcome):
+                context.log_event(evaluation)
             if outcome.status != "completed":
                 context.log.warning(failure_message(outcome, spec.name))
             outcomes.append(asdict(outcome))
@@ -177,7 +209,7 @@ def partition_events(store: Any, outcome: Any, spec: Any = None,
     A failed attempt that kept an earlier completed pipeline materializes the pipeline only (naming
     the kept one); the chain and arrays keep their latest materializations, which name it too.
     """
-    partition = pipeline_partition_key(outcome.dataset_name, outcome.pipeline_key)
+    partition = outcome.partition_key
     events = [AssetMaterialization(asset_key=PIPELINE, partition=partition,
                                    metadata=pipeline_metadata(outcome, store.uri, store,
                                                               spec, labels))]
@@ -192,10 +224,11 @@ def partition_events(store: Any, outcome: Any, spec: Any = None,
 
 
 @op(ins={"outcomes": In(list)},
-    description="Complete the store run, publish the leaderboard, record the asset checks.")
+    description="Complete the store run and publish the leaderboard.")
 def finish_sweep_op(context: OpExecutionContext, outcomes: list,
                     n4a_store: N4AStoreResource) -> dict:
-    """Close the run with its summary; materialize the leaderboard; evaluate both checks."""
+    """Close the run with its summary; materialize the leaderboard; log the run-wide checks
+    (the asset checks themselves are recorded per partition by the train steps)."""
     run_ids = {o["run_id"] for o in outcomes}  # one entry per step
     if len(run_ids) != 1:
         raise RuntimeError(f"sweep steps reported {len(run_ids)} store runs, expected one")
@@ -209,9 +242,6 @@ def finish_sweep_op(context: OpExecutionContext, outcomes: list,
         run_meta = run_metadata(store, run_id)
     context.log_event(AssetObservation(asset_key=SWEEP_RUN, metadata=run_meta))
     context.log_event(AssetMaterialization(asset_key=LEADERBOARD, metadata=board_meta))
-    context.log_event(arrays_check.as_evaluation(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS))
-    context.log_event(artifacts_check.as_evaluation(SWEEP_RUN, ARTIFACTS_INTACT))
-    context.log_event(workspace_check.as_evaluation(SWEEP_RUN, WORKSPACE_VERIFIED))
     context.log.info(f"run {run_id}: {summary['n_completed']} completed, {summary['n_failed']} "
                      f"failed; checks: arrays {arrays_check.passed}, artifacts "
                      f"{artifacts_check.passed}, workspace {workspace_check.passed}")
@@ -249,14 +279,16 @@ def fail_store_run_hook(context: HookContext) -> None:
 
 
 def build_sweep_job(max_concurrent: int | None = None) -> JobDefinition:
-    """The ``n4a_sweep`` job on the multiprocess executor (``max_concurrent`` parallel steps)."""
+    """The ``n4a_sweep`` job; by default on the multiprocess executor (``max_concurrent``
+    parallel steps), any executor of :func:`~n4a_dagster.executors.n4a_executor` by run config."""
     concurrent = max_concurrent or default_max_concurrent()
 
-    @job(name=SWEEP_JOB, executor_def=multiprocess_executor,
+    @job(name=SWEEP_JOB, executor_def=n4a_executor,
          config=multiprocess_run_config(concurrent), hooks={fail_store_run_hook},
          tags={"n4a/kind": "sweep"},
          description="Run the configured sweep: one step per (dataset, pipeline), "
-                     f"{concurrent} at a time, recorded in the n4a store.")
+                     f"{concurrent} at a time on one host by default (or on celery workers: "
+                     "execution.config.celery), recorded in the n4a store.")
     def n4a_sweep():
         tasks = plan_sweep_op()
         finish_sweep_op(tasks.map(train_pipeline_op).collect())
@@ -297,6 +329,19 @@ def replay_job():
 model_bundle_job = define_asset_job(
     "n4a_model_bundle", selection=[MODEL_BUNDLE],
     description="Export the best chain of the latest run as a .n4a bundle (on demand).")
+
+def _partition_checks_job() -> Any:
+    from dagster import AssetSelection
+
+    from .checks import ASSET_CHECKS
+
+    return define_asset_job(
+        "n4a_partition_checks", selection=AssetSelection.checks(*ASSET_CHECKS),
+        description="Run both asset checks (arrays present, artifacts intact) on pipeline "
+                    "partitions, without re-training them.")
+
+
+partition_checks_job = _partition_checks_job()
 
 pipeline_partition_job = define_asset_job(
     "n4a_pipeline_partition", selection=[PIPELINE, CHAIN, PREDICTION_ARRAYS],

@@ -54,17 +54,18 @@ class VerifyConfig(Config):
 
 
 class ExportConfig(Config):
-    """What to export: exactly one of ``chain_id``, ``run_id``, ``pipeline_id`` or
-    ``prediction_filter`` (``query_predictions`` filters such as ``{"partition": "val"}``).
+    """What to export: ``subject`` (required, so the Launchpad refuses an empty config) is a
+    chain, run or pipeline id (``latest``: the newest run), or ``predictions`` for the
+    predictions matching ``prediction_filter`` (``query_predictions`` filters such as
+    ``{"partition": "val"}``).
 
     ``format``: chain ``n4a`` | ``n4a.py``; run ``yaml`` | ``parquet`` (its predictions);
     pipeline ``json``; predictions ``parquet``. Empty means the first of these.
     ``output_path``: empty means ``<workspace>/exports/<kind>_<id><suffix>``.
     """
 
-    chain_id: str = ""
-    run_id: str = ""
-    pipeline_id: str = ""
+    subject: str = Field(description="A chain, run or pipeline id, 'latest' (the newest run), "
+                                     "or 'predictions' (with prediction_filter).")
     prediction_filter: dict[str, Any] = Field(default_factory=dict)
     format: str = ""
     output_path: str = ""
@@ -170,23 +171,38 @@ def verify_op(context: OpExecutionContext, config: VerifyConfig, n4a_store: N4AS
     return report.to_dict()
 
 
-def resolve_export(config: ExportConfig, workspace: Path) -> tuple[str, str, str, Path]:
-    """Validate an export request: returns (kind, subject id, format, output path).
+def export_subject(store: Any, subject: str) -> tuple[str, str]:
+    """``(kind, id)`` of an export subject: ``predictions``, ``latest`` or an id in the store.
 
     Raises:
-        InvalidInputError: zero or several subjects, or a format the subject cannot take.
+        InvalidInputError: an empty subject or an id the store does not hold.
     """
-    subjects = [(kind, value) for kind, value in (
-        ("chain", config.chain_id), ("run", config.run_id), ("pipeline", config.pipeline_id),
-    ) if value]
-    if config.prediction_filter:
-        subjects.append(("predictions", "filtered"))
-    if len(subjects) != 1:
-        raise InvalidInputError(
-            "export needs exactly one of chain_id, run_id, pipeline_id or prediction_filter, "
-            f"got {[k for k, _ in subjects] or 'none'}"
-        )
-    kind, subject = subjects[0]
+    subject = subject.strip()
+    if not subject:
+        raise InvalidInputError("export subject is empty: give a chain, run or pipeline id, "
+                                "'latest' or 'predictions'")
+    if subject == "predictions":
+        return "predictions", "filtered"
+    if subject == "latest":
+        runs = store.list_runs(limit=1)
+        if runs.height == 0:
+            raise InvalidInputError("export subject 'latest': the workspace has no runs")
+        return "run", runs["run_id"][0]
+    for kind, getter in (("chain", store.get_chain), ("run", store.get_run),
+                         ("pipeline", store.get_pipeline)):
+        if getter(subject) is not None:
+            return kind, subject
+    raise InvalidInputError(f"export subject {subject!r} is no chain, run or pipeline id in "
+                            f"the workspace")
+
+
+def resolve_export(config: ExportConfig, workspace: Path, kind: str,
+                   subject: str) -> tuple[str, Path]:
+    """The format and output path of an export of ``kind``.
+
+    Raises:
+        InvalidInputError: a format the subject cannot take.
+    """
     fmt = config.format or EXPORT_DEFAULT_FORMATS[kind]
     if fmt not in EXPORT_FORMATS[kind]:
         raise InvalidInputError(
@@ -197,24 +213,25 @@ def resolve_export(config: ExportConfig, workspace: Path) -> tuple[str, str, str
     else:
         label = subject if kind != "predictions" else time.strftime("%Y%m%dT%H%M%S")
         output = workspace / "exports" / f"{kind}_{label}{EXPORT_SUFFIXES[fmt]}"
-    return kind, subject, fmt, output
+    return fmt, output
 
 
 @op(description="Export a chain (bundle or script), a run, a pipeline config or predictions.")
 def export_op(context: OpExecutionContext, config: ExportConfig, n4a_store: N4AStoreResource) -> str:
     """Write the requested export file and record it as a materialization of ``n4a/exports``."""
-    kind, subject, fmt, output = resolve_export(config, n4a_store.workspace_path())
-    output.parent.mkdir(parents=True, exist_ok=True)
     with n4a_store.open_store() as store:
+        kind, subject = export_subject(store, config.subject)
+        fmt, output = resolve_export(config, n4a_store.workspace_path(), kind, subject)
+        output.parent.mkdir(parents=True, exist_ok=True)
         if kind == "chain":
-            written = store.export_chain(config.chain_id, output, format=fmt)
+            written = store.export_chain(subject, output, format=fmt)
         elif kind == "run" and fmt == "yaml":
-            written = store.export_run(config.run_id, output)
+            written = store.export_run(subject, output)
         elif kind == "run":
             written = store.export_predictions_parquet(
-                output, run_id=config.run_id, **_arrays_kw(config.with_arrays))
+                output, run_id=subject, **_arrays_kw(config.with_arrays))
         elif kind == "pipeline":
-            written = store.export_pipeline_config(config.pipeline_id, output)
+            written = store.export_pipeline_config(subject, output)
         else:
             written = store.export_predictions_parquet(
                 output, **config.prediction_filter, **_arrays_kw(config.with_arrays))
@@ -225,11 +242,11 @@ def export_op(context: OpExecutionContext, config: ExportConfig, n4a_store: N4AS
         META_WORKSPACE: n4a_store.display_uri(),
     }
     if kind == "chain":
-        metadata[META_CHAIN_ID] = config.chain_id
+        metadata[META_CHAIN_ID] = subject
     elif kind == "run":
-        metadata[META_RUN_ID] = config.run_id
+        metadata[META_RUN_ID] = subject
     elif kind == "pipeline":
-        metadata["n4a/pipeline_id"] = config.pipeline_id
+        metadata["n4a/pipeline_id"] = subject
     else:
         metadata["filter"] = MetadataValue.json(config.prediction_filter)
     if fmt == "parquet":

@@ -74,3 +74,33 @@ def score_metadata(prefix: str, value: Any) -> dict[str, Any]:
     """``{prefix: value}`` when the score is finite, else nothing."""
     number = finite_or_none(value)
     return {} if number is None else {prefix: MetadataValue.float(number)}
+
+
+def asset_link(asset_path: list[str], partition: str | None = None) -> MetadataValue:
+    """A link (relative to the Dagster UI) to an asset, or to one partition of it."""
+    from urllib.parse import quote
+
+    url = "/assets/" + "/".join(quote(part, safe="") for part in asset_path)
+    if partition is not None:
+        url += f"?view=partitions&partition={quote(partition, safe='')}"
+    return MetadataValue.url(url)
+
+
+def display_board(board: pl.DataFrame, partition_keys: dict[str, str]) -> pl.DataFrame:
+    """The leaderboard as people read it: rounded scores, the metric with its direction
+    (``rmse ↓``), the pipeline partition key instead of the internal columns."""
+    from n4a_store.ranking import arrow, round_score
+
+    rows = []
+    for row in board.iter_rows(named=True):
+        metric = row.get("metric") or ""
+        rows.append({
+            "rank": row["rank"], "dataset": row["dataset_name"], "pipeline": row["name"],
+            "val": round_score(row["best_val"]), "test": round_score(row["best_test"]),
+            "metric": f"{metric} {arrow(metric)}".strip(), "status": row["status"],
+            "partition": partition_keys.get(row["pipeline_id"] or "", ""),
+        })
+    schema = {"rank": pl.Int64, "dataset": pl.String, "pipeline": pl.String, "val": pl.Float64,
+              "test": pl.Float64, "metric": pl.String, "status": pl.String,
+              "partition": pl.String}
+    return pl.DataFrame(rows, schema=schema)

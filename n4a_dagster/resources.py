@@ -139,8 +139,9 @@ class N4ASweepResource(ConfigurableResource):
             if spec.key == key:
                 return spec
         raise InvalidInputError(
-            f"pipeline partition {key!r} is not a pipeline of sweep {self.config!r}; "
-            f"the sweep config changed since the partition was registered"
+            f"pipeline {key!r} is not a pipeline of the configured sweep {self.config!r}: the "
+            f"partition was registered by another sweep config, or the config changed since. "
+            f"Materialize it with that sweep configured (N4A_SWEEP_CONFIG or resources.n4a_sweep)"
         )
 
     def dataset(self, name: str) -> SpectraDataset:

@@ -19,14 +19,17 @@ from collections.abc import Callable
 from typing import Any
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     DagsterInvariantViolationError,
     DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
     JobDefinition,
     RunConfig,
     RunRequest,
     RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
+    SensorResult,
     SkipReason,
     sensor,
 )
@@ -34,7 +37,7 @@ from dagster._core.storage.tags import SENSOR_NAME_TAG
 from dagster._utils.warnings import BetaWarning
 
 from .maintenance import CompactConfig, GcConfig
-from .resources import N4AStoreResource
+from .resources import N4AStoreResource, N4ASweepResource
 
 COMPACT_TOMBSTONES_ENV = "N4A_COMPACT_TOMBSTONES"
 COMPACT_FILES_ENV = "N4A_COMPACT_FILES"
@@ -219,3 +222,75 @@ def build_gc_sensor(
         )
 
     return _gc_sensor
+
+
+PARTITIONS_SENSOR = "n4a_partitions_sensor"
+
+
+def configured_partitions(sweep: N4ASweepResource) -> tuple[set[str], set[str]] | None:
+    """The pipeline and dataset partition keys the configured sweep defines (None when the
+    config cannot be loaded: then nothing is deleted)."""
+    from .keys import spec_partition_key
+
+    try:
+        names = sweep.dataset_names()
+        specs = sweep.specs()
+    except Exception:  # a config that does not load must not make every key look dead
+        return None
+    return {spec_partition_key(n, s) for n in names for s in specs}, set(names)
+
+
+def build_partitions_sensor(
+    *,
+    minimum_interval_seconds: int = 60,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
+    name: str = PARTITIONS_SENSOR,
+) -> SensorDefinition:
+    """A sensor keeping the dynamic partitions in step with the store (running by default).
+
+    Each tick deletes the pipeline and dataset partitions whose pipelines are no longer in
+    the store and that the configured sweep does not define (deferred while Dagster runs are
+    in progress), registers the partitions of runs made outside Dagster and, on the next tick,
+    reports a materialization of each of their pipelines. The cursor lists the store runs
+    already reported.
+    """
+    from .keys import DATASETS_PARTITIONS, PIPELINE_PARTITIONS
+    from .partition_sync import plan_reconciliation
+
+    @_quiet_sensor(name=name, minimum_interval_seconds=minimum_interval_seconds,
+                   default_status=default_status,
+                   description="Deletes partitions whose pipelines are gone from the store; "
+                               "registers and reports pipelines of runs made outside Dagster.")
+    def _partitions_sensor(context: SensorEvaluationContext, n4a_store: N4AStoreResource,
+                           n4a_sweep: N4ASweepResource):
+        if not n4a_store.exists():
+            return SkipReason(f"no workspace catalog at {n4a_store.display_uri()} yet")
+        cursor = read_cursor(context)
+        reported = set(cursor.get("reported_runs") or [])
+        configured = configured_partitions(n4a_sweep)
+        with n4a_store.open_store() as store:
+            plan = plan_reconciliation(context.instance, store,
+                                       configured[0] if configured else set(),
+                                       configured[1] if configured else set(),
+                                       reported, n4a_store.display_uri())
+        if configured is None:
+            plan.delete_pipelines, plan.delete_datasets = [], []
+            plan.deferred = f"deletions skipped: sweep config {n4a_sweep.config!r} does not load"
+        if plan.empty:
+            return SkipReason(f"partitions match the store; {plan.summary()}")
+        requests: list[Any] = []
+        for partitions_def, add, delete in (
+            (PIPELINE_PARTITIONS, plan.add_pipelines, plan.delete_pipelines),
+            (DATASETS_PARTITIONS, plan.add_datasets, plan.delete_datasets),
+        ):
+            if add:
+                requests.append(AddDynamicPartitionsRequest(partitions_def.name, add))
+            if delete:
+                requests.append(DeleteDynamicPartitionsRequest(partitions_def.name, delete))
+        context.log.info(plan.summary())
+        return SensorResult(
+            dynamic_partitions_requests=requests, asset_events=plan.reports,
+            cursor=json.dumps({"reported_runs": sorted(reported | set(plan.reported_runs)),
+                               "summary": plan.summary()}))
+
+    return _partitions_sensor

@@ -21,7 +21,11 @@ from dagster import DagsterInstance, MetadataValue
 from n4a_store.errors import InvalidInputError
 
 from .keys import (
+    CHAIN,
     DATASETS_PARTITIONS,
+    PIPELINE,
+    PREDICTION_ARRAYS,
+    SWEEP_RUN,
     META_CHAIN_ID,
     META_DATASET,
     META_KEPT_PREVIOUS,
@@ -30,10 +34,11 @@ from .keys import (
     META_RUN_ID,
     META_STATUS,
     META_WORKSPACE,
-    PIPELINES_PARTITIONS,
+    PIPELINE_PARTITIONS,
     check_partition_name,
+    spec_partition_key,
 )
-from .metadata import frame_preview, score_metadata, table_metadata
+from .metadata import asset_link, display_board, frame_preview, score_metadata, table_metadata
 from .values import PipelineOutcome
 
 if TYPE_CHECKING:
@@ -69,6 +74,10 @@ class SweepPlan:
         }, schema={"key": pl.String, "name": pl.String, "preprocessings": pl.String,
                    "model_class": pl.String, "choices": pl.String})
 
+    def partition_keys(self) -> list[str]:
+        """The pipeline partition key of every (dataset, expanded pipeline) of the sweep."""
+        return [spec_partition_key(ds.name, spec) for ds in self.datasets for spec in self.specs]
+
     def metadata(self) -> dict[str, Any]:
         """UI metadata of the plan: the config, counts and the pipelines table."""
         frame = self.pipelines_frame()
@@ -100,11 +109,11 @@ def plan_sweep(sweep: N4ASweepResource) -> SweepPlan:
 
 
 def register_partitions(instance: DagsterInstance, plan: SweepPlan) -> tuple[list[str], list[str]]:
-    """Add the plan's datasets and pipelines as dynamic partitions; return the new ones."""
+    """Add the plan's datasets and (dataset, pipeline) partitions; return the new ones."""
     added: list[list[str]] = []
     for partitions_def, keys in (
         (DATASETS_PARTITIONS, [ds.name for ds in plan.datasets]),
-        (PIPELINES_PARTITIONS, [s.key for s in plan.specs]),
+        (PIPELINE_PARTITIONS, plan.partition_keys()),
     ):
         name = partitions_def.name
         assert name is not None
@@ -231,6 +240,7 @@ def run_partition(store: WorkspaceStore, run_id: str, cfg: SweepConfig, spec: Pi
     refresh_run_summary(store, run_id)
     return PipelineOutcome(
         run_id=run_id, dataset_name=ds.name, pipeline_key=spec.key, pipeline_name=spec.name,
+        partition_key=spec_partition_key(ds.name, spec),
         pipeline_id=survivor, status=result.status, chain_id=chain_id,
         prediction_ids=prediction_ids, best_val=result.best_val, best_test=result.best_test,
         metric=result.metric, duration_ms=result.duration_ms, error=result.error,
@@ -282,10 +292,9 @@ def pipeline_metadata(outcome: PipelineOutcome, workspace: str, store: Workspace
     With ``store`` (and a completed pipeline): predicted-vs-true and residual plots, or a
     confusion matrix for classification (``labels``: the class names).
     """
-    from n4a_store.ranking import direction_label, round_score
-
     meta: dict[str, Any] = {
         META_RUN_ID: outcome.run_id,
+        "sweep_run_asset": asset_link(SWEEP_RUN.path),
         META_PIPELINE_ID: outcome.pipeline_id,
         META_DATASET: outcome.dataset_name,
         META_STATUS: outcome.status,
@@ -299,9 +308,11 @@ def pipeline_metadata(outcome: PipelineOutcome, workspace: str, store: Workspace
         **score_metadata("best_test", outcome.best_test),
     }
     if outcome.metric:
-        meta["score"] = (f"val {outcome.metric} {_rounded(round_score(outcome.best_val))}, test "
-                         f"{_rounded(round_score(outcome.best_test))} "
-                         f"({direction_label(outcome.metric)})")
+        meta["score"] = score_text(outcome.metric, outcome.best_val, outcome.best_test)
+    if outcome.partition_key:  # the ids below are held by these assets' partition
+        for name, key in (("chain", CHAIN), ("prediction_arrays", PREDICTION_ARRAYS)):
+            if outcome.status == "completed" or name == "chain" and outcome.chain_id:
+                meta[f"{name}_asset"] = asset_link(key.path, outcome.partition_key)
     if spec is not None:
         meta["preprocessing"] = spec.preprocessings or "(none)"
         meta["model"] = spec.model.class_path
@@ -460,27 +471,43 @@ def leaderboard_metadata(run_id: str, summary: dict[str, Any], board: pl.DataFra
         "n_completed": summary["n_completed"],
         "n_failed": summary["n_failed"],
         "n_predictions": summary.get("n_predictions", 0),
-        "leaderboard": frame_preview(board.drop("error"), n=25),
         **table_metadata(board),
     }
+    partition_keys: dict[str, str] = {}
     if store is not None:
+        from .partition_sync import row_partition_key
         from .plots import parameter_plot
 
         pipelines = store.list_pipelines(run_id=run_id)
+        for row in pipelines.iter_rows(named=True):
+            partition_keys[row["pipeline_id"]] = row_partition_key(row) or ""
         datasets = pipelines["dataset_name"].unique(maintain_order=True).to_list()
         for name in datasets:
             for key, value in parameter_plot(pipelines, name).items():
                 meta[key if len(datasets) == 1 else f"{key}/{name}"] = value
+    meta["leaderboard"] = frame_preview(display_board(board, partition_keys), n=25)
     best = board.filter(pl.col("rank") == 1)
     if best.height:
         top = best.row(0, named=True)
         meta.update({
             "best_pipeline": top["name"], "best_metric": top["metric"],
+            "best_score": score_text(top["metric"], top["best_val"], top["best_test"]),
             META_PIPELINE_ID: top["pipeline_id"], META_CHAIN_ID: top["chain_id"] or "",
             **score_metadata("best_val", top["best_val"]),
             **score_metadata("best_test", top["best_test"]),
         })
+        if partition_keys.get(top["pipeline_id"]):
+            meta["best_pipeline_partition"] = asset_link(
+                PIPELINE.path, partition_keys[top["pipeline_id"]])
     return meta
+
+
+def score_text(metric: str | None, best_val: Any, best_test: Any) -> str:
+    """``val rmse 1.2560, test 8.4540 (lower is better)``: rounded, with the direction."""
+    from n4a_store.ranking import direction_label, round_score
+
+    return (f"val {metric} {_rounded(round_score(best_val))}, test "
+            f"{_rounded(round_score(best_test))} ({direction_label(metric or '')})")
 
 
 def elapsed(started: float) -> float:

@@ -91,6 +91,8 @@ class PipelineOutcome:
     duration_ms: int | None
     error: str | None
     replaced_pipeline_ids: list[str] = field(default_factory=list)
+    #: The Dagster partition (``<dataset>/<label>/<pipeline key>``) this outcome belongs to.
+    partition_key: str = ""
     #: A failed attempt that left the partition's earlier completed pipeline in place: its id
     #: (also ``pipeline_id``), and the id the deleted failed attempt had.
     kept_previous_pipeline_id: str | None = None

@@ -805,6 +805,34 @@ def compact(workspace: str, dataset: str | None) -> None:
 
 
 @main.command()
+@click.argument("ident", metavar="ID")
+@workspace_option
+@click.option("--keep-artifacts", is_flag=True,
+              help="Keep the artifact files no chain uses any more (n4a gc removes them later).")
+def delete(ident: str, workspace: str, keep_artifacts: bool) -> None:
+    """Delete a run or a pipeline (ID as `show` takes it) with everything it holds.
+
+    A run takes its pipelines, chains, predictions, arrays and logs with it; a pipeline its
+    chains, predictions, arrays and logs. Artifacts no chain uses any more are removed too
+    unless --keep-artifacts. A Dagster deployment on this workspace drops the partitions of
+    what is deleted on the next tick of its n4a_partitions_sensor.
+    """
+    with _open_store(workspace) as store:
+        kind, record = _lookup(store, ident)
+        if kind == "run":
+            n_pipelines = store.list_pipelines(run_id=record["run_id"]).height
+            rows = store.delete_run(record["run_id"], delete_artifacts=not keep_artifacts)
+            what = f"run {record['run_id']} ({record['name']}, {n_pipelines} pipeline(s))"
+        elif kind == "pipeline":
+            rows = store.delete_pipeline(record["pipeline_id"], delete_artifacts=not keep_artifacts)
+            what = f"pipeline {record['pipeline_id']} ({record['name']})"
+        else:
+            raise click.ClickException(
+                f"{ident!r} is a {kind}: `n4a delete` takes a run or a pipeline id")
+    click.echo(f"deleted {what}: {rows} catalog row(s)")
+
+
+@main.command()
 @workspace_option
 @click.option("--repair", is_flag=True,
               help="Fix what can be fixed: recount claims, remove orphans and strays, compact.")

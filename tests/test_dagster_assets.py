@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 from dagster import (
     AssetIn,
-    AssetSelection,
     DagsterInstance,
     asset,
     instance_for_test,
@@ -25,16 +24,15 @@ from n4a_dagster.assets import (
     sweep_plan,
     sweep_run,
 )
-from n4a_dagster.checks import artifacts_intact, predictions_have_arrays
 from n4a_dagster.definitions import build_definitions
 from n4a_dagster.keys import (
     CHAIN,
     LEADERBOARD,
     PIPELINE,
-    PIPELINE_RUN_PARTITIONS,
+    PIPELINE_PARTITIONS,
     PREDICTION_ARRAYS,
     SWEEP_RUN,
-    pipeline_partition_key,
+    parse_pipeline_partition,
 )
 from n4a_dagster.lineage import latest_store_ids
 from n4a_dagster.testing import tiny_sweep_config
@@ -64,8 +62,9 @@ class Sweep:
         assert result.success
         return result
 
-    def partition(self, pipeline_key: str) -> str:
-        return pipeline_partition_key(DATASET_NAME, pipeline_key)
+    def partition(self, partition_key: str) -> str:
+        assert parse_pipeline_partition(partition_key)[0] == DATASET_NAME
+        return partition_key
 
     def store(self) -> WorkspaceStore:
         return WorkspaceStore(self.workspace)
@@ -129,7 +128,8 @@ def test_each_partition_is_one_pipeline_with_its_chain_and_arrays(sweep):
             chain = latest_store_ids(sweep.instance, CHAIN, part)
             arrays = latest_store_ids(sweep.instance, PREDICTION_ARRAYS, part)
             record = store.get_pipeline(pipe["n4a/pipeline_id"])
-            assert record["expanded_config"]["key"] == key and record["status"] == "completed"
+            assert record["expanded_config"]["key"] == parse_pipeline_partition(key)[1]
+            assert record["status"] == "completed"
             assert pipe["n4a/chain_id"] == chain["n4a/chain_id"]
             assert store.get_chain(chain["n4a/chain_id"])["pipeline_id"] == record["pipeline_id"]
             assert all(Path(p).is_file() for p in chain["artifact_paths"].values())
@@ -172,13 +172,13 @@ def test_rematerializing_a_partition_replaces_it(sweep):
 
 
 def test_io_managers_load_replayable_chain_and_arrays(sweep):
-    @asset(partitions_def=PIPELINE_RUN_PARTITIONS,
+    @asset(partitions_def=PIPELINE_PARTITIONS,
            ins={"chain": AssetIn(key=CHAIN), "arrays": AssetIn(key=PREDICTION_ARRAYS),
                 "pipeline": AssetIn(key=PIPELINE)})
     def consumer(chain, arrays, pipeline):
         return {"chain": chain, "arrays": arrays, "pipeline": pipeline}
 
-    @asset(partitions_def=PIPELINE_RUN_PARTITIONS,
+    @asset(partitions_def=PIPELINE_PARTITIONS,
            ins={"arrays": AssetIn(key=PREDICTION_ARRAYS, metadata={"format": "numpy"})})
     def consumer_np(arrays):
         return arrays
@@ -262,30 +262,31 @@ def test_chain_and_predictions_written_through_the_io_managers(sweep):
     np.testing.assert_allclose(arrays.sort("fold_id")["y_true"][0].to_numpy(), ds.y[folds["0"]])
 
 
-def test_asset_checks_pass_then_detect_damage(sweep):
-    result = sweep.materialize(
-        [sweep_run, pipeline_partition, predictions_have_arrays, artifacts_intact],
-        selection=AssetSelection.checks(predictions_have_arrays, artifacts_intact))
+def test_partition_checks_pass_then_name_the_damaged_pipeline(sweep):
+    part = sweep.partition(sweep.pipeline_keys[2])
+    job = sweep.defs.resolve_job_def("n4a_partition_checks")
+    partition_tag = {"dagster/partition": part}  # the run's partition (checks-only job)
+    result = job.execute_in_process(instance=sweep.instance, tags=partition_tag)
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == 2 and all(e.passed for e in evaluations)
-    run_id = latest_store_ids(sweep.instance, SWEEP_RUN)["n4a/run_id"]
+    assert {e.partition for e in evaluations} == {part}
+    arrays = latest_store_ids(sweep.instance, PREDICTION_ARRAYS, part)
+    chain_id = latest_store_ids(sweep.instance, CHAIN, part)["n4a/chain_id"]
+    name = latest_store_ids(sweep.instance, PIPELINE, part)["pipeline_name"]
     with sweep.store() as store:
-        victim_prediction = store.query_predictions(run_id=run_id)["prediction_id"][0]
-        chain_id = store.query_predictions(run_id=run_id)["chain_id"][0]
+        store.array_store.delete([arrays["n4a/prediction_ids"][0]])
         artifact_id = store.get_chain(chain_id)["fold_artifacts"]["0"]
         artifact_path = Path(store.get_artifact_path(artifact_id))
-        store.array_store.delete([victim_prediction])
     original = artifact_path.read_bytes()
     artifact_path.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
     try:
-        result = materialize(
-            [sweep_run, pipeline_partition, predictions_have_arrays, artifacts_intact],
-            selection=AssetSelection.checks(predictions_have_arrays, artifacts_intact),
-            instance=sweep.instance, resources=sweep.resources, raise_on_error=False)
+        result = job.execute_in_process(instance=sweep.instance, tags=partition_tag,
+                                        raise_on_error=False)
         by_name = {e.check_name: e for e in result.get_asset_check_evaluations()}
-        assert not by_name["predictions_have_arrays"].passed
+        for evaluation in by_name.values():  # a failed check names the partition and pipeline
+            assert not evaluation.passed and evaluation.partition == part
+            assert evaluation.description.startswith(f"{name} on {DATASET_NAME}: ")
         assert by_name["predictions_have_arrays"].metadata["missing_arrays"].value == 1
-        assert not by_name["artifacts_intact"].passed
         assert artifact_id[:12] in str(by_name["artifacts_intact"].metadata["problems"].value)
     finally:
         artifact_path.write_bytes(original)

@@ -188,6 +188,20 @@ def _export(instance, resource, config: ExportConfig):
                                          raise_on_error=False)
 
 
+@pytest.mark.parametrize("job", [export_job, replay_job])
+def test_launchpad_refuses_an_empty_config(job):
+    """Dagster validates the run config before launching: an empty one names what is missing."""
+    from dagster import validate_run_config
+    from dagster._core.errors import DagsterInvalidConfigError
+
+    with pytest.raises(DagsterInvalidConfigError, match="Missing required config entry"):
+        validate_run_config(job, {})
+    op_name = job.graph.node_names()[0]
+    example = {"export_op": {"subject": "latest"},
+               "replay_op": {"chain_id": "c", "input_path": "new.csv"}}[op_name]
+    assert validate_run_config(job, {"ops": {op_name: {"config": example}}})
+
+
 def test_export_job_formats(workspace, instance, template, tmp_path):
     resource = N4AStoreResource(workspace=str(workspace))
     run_id = template[1].run_id
@@ -197,22 +211,22 @@ def test_export_job_formats(workspace, instance, template, tmp_path):
         expected = store.replay_chain(best["chain_id"], ds.X, wavelengths=ds.wavelengths)
         val_rows = store.query_predictions(partition="val").height
 
-    result = _export(instance, resource, ExportConfig(chain_id=best["chain_id"]))
+    result = _export(instance, resource, ExportConfig(subject=best["chain_id"]))
     bundle = result.output_for_node("export_op")
     assert bundle.endswith(".n4a")
     np.testing.assert_allclose(predict(bundle, ds.X, wavelengths=ds.wavelengths), expected)
     [mat] = result.asset_materializations_for_node("export_op")
     assert mat.asset_key == EXPORTS and mat.metadata["n4a/chain_id"].value == best["chain_id"]
 
-    script = _export(instance, resource, ExportConfig(chain_id=best["chain_id"], format="n4a.py"))
+    script = _export(instance, resource, ExportConfig(subject=best["chain_id"], format="n4a.py"))
     assert script.output_for_node("export_op").endswith(".n4a.py")
 
-    run_yaml = _export(instance, resource, ExportConfig(run_id=run_id))
+    run_yaml = _export(instance, resource, ExportConfig(subject=run_id))
     with open(run_yaml.output_for_node("export_op"), encoding="utf-8") as handle:
         assert run_id in json.dumps(yaml.safe_load(handle), default=str)
 
     target = tmp_path / "val.parquet"
-    filtered = _export(instance, resource, ExportConfig(prediction_filter={"partition": "val"},
+    filtered = _export(instance, resource, ExportConfig(subject="predictions", prediction_filter={"partition": "val"},
                                                         output_path=str(target), with_arrays=True))
     frame = pl.read_parquet(target)
     assert frame.height == val_rows and set(frame["partition"]) == {"val"}
@@ -220,10 +234,10 @@ def test_export_job_formats(workspace, instance, template, tmp_path):
     [mat] = filtered.asset_materializations_for_node("export_op")
     assert mat.metadata["dagster/row_count"].value == val_rows
 
-    bad = _export(instance, resource, ExportConfig(chain_id=best["chain_id"], run_id=run_id))
+    bad = _export(instance, resource, ExportConfig(subject="nosuch"))
     assert not bad.success
-    assert "exactly one of chain_id, run_id" in str(bad.failure_data_for_node("export_op").error)
-    wrong_format = _export(instance, resource, ExportConfig(run_id=run_id, format="n4a"))
+    assert "'nosuch' is no chain, run or pipeline" in str(bad.failure_data_for_node("export_op").error)
+    wrong_format = _export(instance, resource, ExportConfig(subject=run_id, format="n4a"))
     assert "cannot export a run as 'n4a'" in str(wrong_format.failure_data_for_node("export_op").error)
 
 

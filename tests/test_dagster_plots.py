@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from urllib.parse import quote
 
 import pytest
 from dagster import instance_for_test
@@ -50,8 +51,20 @@ def test_regression_partitions_and_leaderboard_carry_plots_and_parameters(tmp_pa
             assert any(p.get("n_components") in (2, 3) for p in params.values())
             assert meta["swept_choices"].data
             assert "(lower is better)" in meta["score"].value and "val rmse" in meta["score"].value
+            # the ids link to the partitions of the assets that hold them
+            assert meta["chain_asset"].url == (
+                f"/assets/n4a/chain?view=partitions&partition={quote(mat.partition, safe='')}")
+            assert meta["prediction_arrays_asset"].url.startswith("/assets/n4a/prediction_arrays?")
         board = _latest(instance, LEADERBOARD)[0].metadata
         _png(board["score_vs_parameters"])
+        assert re.fullmatch(r"val rmse \d+\.\d{4}, test \d+\.\d{4} \(lower is better\)",
+                            board["best_score"].value)
+        table = board["leaderboard"].value.records
+        keys = set(instance.get_dynamic_partitions("n4a_pipelines"))
+        assert {r.data["partition"] for r in table} == keys
+        assert all(r.data["metric"] == "rmse ↓" for r in table)
+        assert all(len(str(r.data["val"]).split(".")[1]) <= 4 for r in table)
+        assert board["best_pipeline_partition"].url.startswith("/assets/n4a/pipeline?")
 
 
 def test_classification_partition_has_a_confusion_matrix(tmp_path):

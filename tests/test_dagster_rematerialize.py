@@ -16,10 +16,10 @@ from n4a_dagster.jobs import train_pipeline_op
 from n4a_dagster.keys import (
     CHAIN,
     PIPELINE,
-    PIPELINE_RUN_PARTITIONS,
+    PIPELINE_PARTITIONS,
     PREDICTION_ARRAYS,
     SWEEP_RUN,
-    pipeline_partition_key,
+    parse_pipeline_partition,
 )
 from n4a_dagster.lineage import latest_store_ids
 from n4a_dagster.testing import FAIL_FIT_ENV
@@ -31,7 +31,7 @@ DATASET_NAME = "fermentation"
 pytestmark = pytest.mark.filterwarnings("ignore:InitResourceContext.dagster_run is deprecated")
 
 
-@asset(partitions_def=PIPELINE_RUN_PARTITIONS,
+@asset(partitions_def=PIPELINE_PARTITIONS,
        ins={"chain": AssetIn(key=CHAIN), "arrays": AssetIn(key=PREDICTION_ARRAYS),
             "pipeline": AssetIn(key=PIPELINE)})
 def partition_consumer(chain: StoredChain, arrays: pl.DataFrame, pipeline: dict) -> dict:
@@ -74,7 +74,8 @@ def test_rematerialization_replaces_only_after_success(tmp_path, monkeypatch):
         run([sweep_plan])
         run([dataset], partition_key=DATASET_NAME)
         run([sweep_run])
-        part = pipeline_partition_key(DATASET_NAME, instance.get_dynamic_partitions("n4a_pipelines")[0])
+        [part] = instance.get_dynamic_partitions("n4a_pipelines")
+        assert part.startswith(f"{DATASET_NAME}/")
         rematerialize = lambda: run([sweep_run, pipeline_partition], selection=[pipeline_partition],  # noqa: E731
                                     partition_key=part)
         rematerialize()
@@ -103,7 +104,7 @@ def test_rematerialization_replaces_only_after_success(tmp_path, monkeypatch):
             assert summary["best"][DATASET_NAME]["pipeline_id"] == good_id
 
         # the sweep job's step re-executed in the same store run behaves the same
-        key = part.keys_by_dimension["pipeline"]
+        key = parse_pipeline_partition(part)[1]
         with build_op_context(resources={k: resources[k] for k in ("n4a_store", "n4a_sweep")},
                               instance=instance) as context:
             out = train_pipeline_op(context, {"run_id": run_id, "partitions": [

@@ -18,6 +18,7 @@ from n4a_store.sweep import load_dataset, load_sweep_config, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+SHELL_BLOCK = re.compile(r"```(?:bash|sh)\n(.*?)```", re.S)
 
 pytestmark = pytest.mark.slow
 
@@ -127,3 +128,49 @@ def test_messages_name_the_problem(built_in, tmp_path):
     assert "coffee" in nosuch.stderr  # the datasets of the latest run
     compact = _cli("compact", "-w", ws, "--dataset", "nosuch")
     assert compact.exit_code == 1 and "nosuch" in compact.stderr
+
+
+def test_dagster_md_commands_run_as_written(tmp_path):
+    """The `export DAGSTER_HOME=... N4A_WORKSPACE=...` block of docs/dagster.md, run verbatim
+    with bash in a directory laid out like a clone after `make install` (the sweep is the tiny
+    one, through N4A_SWEEP_CONFIG, to keep the test short)."""
+    import os
+    import subprocess
+
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.instance.ref import InstanceRef
+
+    from n4a_dagster.keys import MODEL_BUNDLE, PIPELINE
+    from n4a_dagster.testing import tiny_sweep_config
+
+    [block] = [b for b in SHELL_BLOCK.findall((ROOT / "docs" / "dagster.md").read_text("utf-8"))
+               if b.startswith("export DAGSTER_HOME=")]
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / ".venv").symlink_to(ROOT / ".venv")
+    (clone / "workspace.yaml").write_text((ROOT / "workspace.yaml").read_text("utf-8"))
+    (clone / ".dagster_home").mkdir()  # as `make run` leaves it
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "N4A_WORKSPACE")}
+    env["N4A_SWEEP_CONFIG"] = str(tiny_sweep_config(tmp_path))
+    done = subprocess.run(["bash", "-euc", block], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "passed validation" in done.stdout + done.stderr
+    home, workspace = clone / ".dagster_home", clone / "workspace"
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        [sweep] = [r for r in instance.get_runs() if r.job_name == "n4a_sweep"]
+        assert sweep.status == DagsterRunStatus.SUCCESS
+        pipelines = instance.fetch_materializations(PIPELINE, limit=100).records
+        bundle = instance.fetch_materializations(MODEL_BUNDLE, limit=1).records[0]
+        bundle_meta = {k: v.value for k, v in bundle.asset_materialization.metadata.items()}
+    with WorkspaceStore(workspace) as store:
+        [run_id] = store.list_runs()["run_id"].to_list()
+        run = store.get_run(run_id)
+        assert run["status"] == "completed" and run["metadata"]["dagster_run_id"] == sweep.run_id
+        listed = store.list_pipelines(run_id=run_id)
+        best = listed.sort("best_val").row(0, named=True)
+        best_chain = store.get_chains_for_pipeline(best["pipeline_id"])["chain_id"][0]
+    assert {r.asset_materialization.metadata["n4a/pipeline_id"].value
+            for r in pipelines} == set(listed["pipeline_id"])
+    assert bundle_meta["n4a/chain_id"] == best_chain
+    assert Path(bundle_meta["bundle_path"]).parent == workspace / "exports"
