@@ -469,6 +469,11 @@ class SqlCatalog(ABC):
         return [(r[0], r[1], bool(r[2])) for r in s.rows(
             "SELECT prediction_id, dataset_name, has_arrays FROM predictions ORDER BY prediction_id")]
 
+    def artifacts_created_since(self, s: Session, since: datetime) -> set[str]:
+        """Ids of artifacts whose row was created at or after ``since`` (UTC, naive)."""
+        return {r[0] for r in s.rows("SELECT artifact_id FROM artifacts WHERE created_at >= ?",
+                                     [since])}
+
     def set_ref_counts(self, s: Session, counts: dict[str, int]) -> None:
         """Set the claim count of some artifacts (a repair recounting claims from the chains)."""
         if not counts:

@@ -4,7 +4,8 @@ In one maintenance transaction (no writer is between writing its files and its
 COMMIT meanwhile, and none can start):
 
 1. claims are recounted from the chains (``ref_count`` = references held);
-2. artifacts left with no claim that no chain names are collected (rows, then files);
+2. artifacts left with no claim that no chain names are collected (rows, then files),
+   except those created within ``grace`` seconds (a pipeline in flight may name them yet);
 3. artifact files with no catalog row and temporary files under ``artifacts/``
    are removed after COMMIT, still under the lock (only commits write there).
 
@@ -17,10 +18,12 @@ removed once older than ``grace`` seconds. A final verify is returned.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.columns import decode_json_columns
 from ..workspace import maintenance
+from ..workspace.writes import now
 from .report import VerifyReport
 from .scan import artifact_files, remove_file, tmp_files
 from .verify import DEFAULT_GRACE, Progress, chain_names, verify_store
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     from ..workspace.store import WorkspaceStore
 
 
-def _fix_catalog(store: "WorkspaceStore") -> dict[str, int]:
+def _fix_catalog(store: "WorkspaceStore", grace: float) -> dict[str, int]:
     """Steps 1-3 of the module docstring; return what was done."""
     catalog, uow = store._catalog, store._uow
     root = store.workspace_path / "artifacts"
@@ -45,7 +48,10 @@ def _fix_catalog(store: "WorkspaceStore") -> dict[str, int]:
         rows = catalog.artifact_claim_rows(s)
         recount = {a: held.get(a, 0) for a, _, n in rows if n != held.get(a, 0)}
         catalog.set_ref_counts(s, recount)
-        dead = catalog.collect_dead_artifacts(s, keep=set(uow.pending.artifacts))
+        # an artifact saved within the grace period may belong to a pipeline still in flight
+        # whose chain is not committed yet: its row stays until a later repair or gc
+        fresh = catalog.artifacts_created_since(s, now() - timedelta(seconds=grace))
+        dead = catalog.collect_dead_artifacts(s, keep=set(uow.pending.artifacts) | fresh)
         cataloged = {a for a, _, _ in rows} - {a for a, _ in dead}
         files, others = artifact_files(root)
         unreferenced = [p for a, (_, p) in files.items() if a not in cataloged]
@@ -71,7 +77,7 @@ def repair_store(store: "WorkspaceStore", *, grace: float = DEFAULT_GRACE,
     are what no repair can restore: missing or corrupted artifact files a chain
     still needs, predictions whose arrays are gone.
     """
-    done = _fix_catalog(store)
+    done = _fix_catalog(store, grace)
     done["orphan_arrays_tombstoned"] = len(maintenance.tombstone_orphans(store._uow, None))
     done["array_rows_compacted"] = store._uow.arrays.compact(None)
     root = store.workspace_path / "artifacts"
