@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/dagster_sweep.py
 	$(BIN)/python benchmarks/backends.py
+	$(BIN)/python benchmarks/scale_out.py
 
 clean:
 	rm -rf $(VENV) workspace .dagster_home cluster

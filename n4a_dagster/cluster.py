@@ -202,6 +202,10 @@ class Worker:
 class WorkerPool:
     """N celery workers started as separate processes, stopped together.
 
+    Worker names (``<prefix>-<i>@host``) are unique per pool: Celery refuses a second worker
+    of the same name on one broker, and a ping answered by another pool's worker must not
+    count as ready.
+
     Use as a context manager: ``with WorkerPool(settings, 2, root) as pool: ...``.
     """
 
@@ -210,7 +214,7 @@ class WorkerPool:
     directory: Path
     concurrency: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
-    prefix: str = "n4a-worker"
+    prefix: str = field(default_factory=lambda: f"n4a-{uuid.uuid4().hex[:6]}")
     workers: list[Worker] = field(default_factory=list)
 
     def __enter__(self) -> "WorkerPool":

@@ -128,7 +128,7 @@ class PausingPLS(PLSRegression):
         return super().fit(X, y)
 
 
-def pausing_sweep_config(directory: str | Path, *, n_components: tuple[int, ...] = (2, 3, 4),
+def pausing_sweep_config(directory: str | Path, *, n_components: tuple[int, ...] = (2, 3),
                          name: str = "pausing") -> Path:
     """A (none | SNV) x :class:`PausingPLS` (``n_components``) regression sweep on chemotools'
     fermentation spectra (3-fold CV); return its path."""

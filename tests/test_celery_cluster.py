@@ -202,6 +202,11 @@ def _assert_store(store_uri: str, sweep: str, n_pipelines: int, dagster_run_id: 
 
 
 def test_builtin_sweep_on_two_celery_workers(cluster: Cluster, capsys):
+    for worker in cluster.pool.workers:  # the workers know the broker, databases, file root only
+        names = {item.split(b"=", 1)[0].decode() for item in
+                 Path(f"/proc/{worker.process.pid}/environ").read_bytes().split(b"\0") if item}
+        assert "DAGSTER_HOME" not in names and "N4A_WORKSPACE" not in names
+        assert {"N4A_CELERY_BROKER", "N4A_DAGSTER_PG_URL", "N4A_DAGSTER_STORAGE"} <= names
     assert _run_sweep(cluster) == 0
     out = capsys.readouterr()
     assert "20 completed, 0 failed" in out.err
@@ -212,7 +217,7 @@ def test_builtin_sweep_on_two_celery_workers(cluster: Cluster, capsys):
     train_steps = {k for k in workers if k.startswith("train_pipeline_op")}
     assert len(train_steps) == 20
     assert len({workers[k] for k in train_steps}) == 2  # both workers ran training steps
-    assert {w.split("@")[0] for w in workers.values()} == {"n4a-worker-1", "n4a-worker-2"}
+    assert {w.split("@")[0] for w in workers.values()} == {w.name for w in cluster.pool.workers}
     _assert_store(cluster.settings.store, "builtin:nirs-regression", 20, run.run_id)
     found = [w for w in ERROR_WORDS if w.lower() in (out.out + out.err).lower()]
     assert not found
@@ -251,12 +256,12 @@ def test_killed_worker_fails_its_step_and_rerun_completes(cluster: Cluster, tmp_
     (failed,) = _dagster_runs(cluster.home)
     assert failed.is_failure
     all_train = {f"train_pipeline_op[{k}]" for k in _mapping_keys(failed.run_id, cluster.home)}
-    assert len(all_train) == 6
+    assert len(all_train) == 4
     succeeded_first = _succeeded(cluster.home, failed.run_id) & all_train
-    assert 0 < len(succeeded_first) < 6
+    assert 0 < len(succeeded_first) < 4
 
     assert _run_sweep(cluster, "--config", sweep, "--from-failure", failed.run_id) == 0
-    assert "6 completed, 0 failed" in capsys.readouterr().err
+    assert "4 completed, 0 failed" in capsys.readouterr().err
     _, rerun = _dagster_runs(cluster.home)
     assert rerun.is_success and rerun.parent_run_id == failed.run_id
     rerun_train = {k for k in _celery_workers_of(cluster.home, rerun.run_id)
@@ -264,4 +269,4 @@ def test_killed_worker_fails_its_step_and_rerun_completes(cluster: Cluster, tmp_
     # the re-execution trains exactly what did not succeed: the killed step, the unstarted ones
     assert rerun_train == all_train - succeeded_first
     assert not _step_failures(cluster.home, rerun.run_id)
-    _assert_store(cluster.settings.store, sweep, 6, failed.run_id)
+    _assert_store(cluster.settings.store, sweep, 4, failed.run_id)

@@ -56,3 +56,33 @@ def test_celery_config_names_the_broker_by_variable(monkeypatch):
 def test_unknown_executor_is_refused():
     with pytest.raises(ValueError, match="unknown executor 'k8s'"):
         run_config_for("k8s", 2)
+
+
+@pytest.mark.slow
+def test_pool_limit_holds_the_training_steps_to_one_at_a_time(tmp_path):
+    """The instance's limit on pool ``n4a_train`` overrides the executor's 4 parallel steps."""
+    from dagster import DagsterEventType, build_reconstructable_job, execute_job, instance_for_test
+
+    from n4a_dagster.jobs import TRAIN_POOL, multiprocess_run_config
+    from n4a_dagster.testing import tiny_sweep_config
+
+    config = tiny_sweep_config(tmp_path, n_components=(2,))  # 2 pipelines: (none | SNV) x PLS
+    job = build_reconstructable_job(
+        "n4a_dagster.jobs", "sweep_job_for",
+        reconstructable_kwargs={"workspace": str(tmp_path / "ws"), "sweep_config": str(config),
+                                "max_concurrent": 4})
+    with instance_for_test(overrides={"concurrency": {"pools": {"granularity": "op"}}}) as instance:
+        instance.event_log_storage.set_concurrency_slots(TRAIN_POOL, 1)
+        with execute_job(job, instance=instance, run_config=multiprocess_run_config(4)) as result:
+            assert result.success
+            run_id = result.run_id
+        logs = instance.all_logs(run_id, of_type={DagsterEventType.STEP_START,
+                                                  DagsterEventType.STEP_SUCCESS})
+    spans: dict[str, list[float]] = {}
+    for entry in logs:
+        if entry.step_key.startswith("train_pipeline_op"):
+            spans.setdefault(entry.step_key, []).append(entry.timestamp)
+    intervals = sorted(tuple(v) for v in spans.values())
+    assert len(intervals) == 2
+    for (_, end), (start, _) in zip(intervals, intervals[1:]):
+        assert start >= end, f"two training steps overlapped under a pool limit of 1: {intervals}"
