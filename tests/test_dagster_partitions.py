@@ -20,7 +20,7 @@ from dagster._core.loader import LoadingContextForTest
 
 from n4a_dagster.definitions import build_definitions
 from n4a_dagster.jobs import SWEEP_JOB
-from n4a_dagster.keys import LEADERBOARD, PIPELINE, parse_pipeline_partition
+from n4a_dagster.keys import LEADERBOARD, PIPELINE, SWEEP_RUN, parse_pipeline_partition
 from n4a_dagster.testing import apply_sensor_result, tiny_classification_config, tiny_sweep_config
 from n4a_store import WorkspaceStore
 from n4a_store.cli import main as n4a_cli
@@ -96,6 +96,12 @@ def test_partitions_name_only_real_pipelines_and_follow_the_store(tmp_path, monk
                                               LoadingContextForTest(instance))
         assert resolver.get_status(LEADERBOARD) == StaleStatus.FRESH
         assert all(resolver.get_status(PIPELINE, k) != StaleStatus.MISSING for k in keys)
+        for key in keys:  # the first sweep's partitions belong to an earlier store run
+            expected = StaleStatus.FRESH if key.startswith("coffee/") else StaleStatus.STALE
+            assert resolver.get_status(PIPELINE, key) == expected, key
+            if expected == StaleStatus.STALE:
+                [cause] = resolver.get_stale_root_causes(PIPELINE, key)
+                assert cause.asset_key == SWEEP_RUN
 
         # nothing to do while the partitions match the store
         assert isinstance(_tick(defs, instance), SkipReason)
