@@ -20,7 +20,15 @@ from dagster._core.loader import LoadingContextForTest
 
 from n4a_dagster.definitions import build_definitions
 from n4a_dagster.jobs import SWEEP_JOB
-from n4a_dagster.keys import LEADERBOARD, PIPELINE, SWEEP_RUN, parse_pipeline_partition
+from n4a_dagster.keys import (
+    CHAIN,
+    LEADERBOARD,
+    PIPELINE,
+    PREDICTION_ARRAYS,
+    SWEEP_RUN,
+    parse_pipeline_partition,
+)
+from n4a_dagster.lineage import latest_store_ids
 from n4a_dagster.testing import apply_sensor_result, tiny_classification_config, tiny_sweep_config
 from n4a_store import WorkspaceStore
 from n4a_store.cli import main as n4a_cli
@@ -141,4 +149,11 @@ def test_partitions_name_only_real_pipelines_and_follow_the_store(tmp_path, monk
             config = stored[pipeline_id]["expanded_config"]
             config = json.loads(config) if isinstance(config, str) else config
             assert parse_pipeline_partition(key)[1] == config["key"]
+            chain = latest_store_ids(instance, CHAIN, key)  # chain and arrays reported too
+            arrays = latest_store_ids(instance, PREDICTION_ARRAYS, key)
+            assert chain["n4a/pipeline_id"] == arrays["n4a/pipeline_id"] == pipeline_id
+            with WorkspaceStore(workspace) as store:
+                assert store.get_chain(chain["n4a/chain_id"])["pipeline_id"] == pipeline_id
+                assert len(arrays["n4a/prediction_ids"]) == store.query_predictions(
+                    pipeline_id=pipeline_id).height > 0
         assert ticks[0].status.value == "SKIPPED"  # latest first: the third had nothing to do
