@@ -3,7 +3,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench ui clean
+.PHONY: install run cluster test bench ui clean
+
+WORKERS ?= 2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,11 @@ install: $(STAMP)
 # The main job: the built-in NIR regression sweep, through Dagster, into ./workspace
 run: $(STAMP)
 	$(BIN)/python -m n4a_dagster run-sweep --workspace ./workspace
+
+# The scale-out deployment on this machine: RabbitMQ + PostgreSQL (Dagster instance and
+# n4a catalog, both fresh), $(WORKERS) celery workers, the built-in sweep through them
+cluster: $(STAMP)
+	$(BIN)/python -m n4a_dagster cluster --workers $(WORKERS) --dir ./cluster
 
 # The Dagster UI on the same workspace (http://127.0.0.1:3000)
 ui: $(STAMP)
@@ -32,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/backends.py
 
 clean:
-	rm -rf $(VENV) workspace .dagster_home
+	rm -rf $(VENV) workspace .dagster_home cluster

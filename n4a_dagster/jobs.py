@@ -9,9 +9,12 @@ materializations of the sweep assets (``n4a/pipeline``, ``n4a/chain``,
 ``n4a/prediction_arrays`` for its partition) and both asset checks of that
 partition, so the asset graph shows the sweep job's results with their store ids.
 
-The job runs on Dagster's multiprocess executor; ``N4A_MAX_CONCURRENT`` (default 4)
-sets how many steps run at once. Every step opens the workspace store for its own
-duration and closes it, and the store's file lock arbitrates between the steps.
+The job's executor is chosen by run config (:mod:`n4a_dagster.executors`): Dagster's
+multiprocess executor on one host (the default; ``N4A_MAX_CONCURRENT``, default 4, sets how
+many steps run at once) or dagster-celery's across hosts. Every step opens the store for its
+own duration and closes it; the store (file lock on DuckDB, transactions on PostgreSQL)
+arbitrates between the steps. The training steps belong to the Dagster concurrency pool
+``n4a_train`` (:data:`TRAIN_POOL`), which an instance can limit across all runs and hosts.
 """
 
 
@@ -34,7 +37,6 @@ from dagster import (
     define_asset_job,
     failure_hook,
     job,
-    multiprocess_executor,
     op,
 )
 
@@ -52,6 +54,7 @@ from .keys import (
     SWEEP_RUN,
     mapping_key,
 )
+from .executors import celery_executor_config, n4a_executor
 from .maintenance import compact_arrays_op, export_op, gc_artifacts_op, replay_op
 from .resources import N4AStoreResource, N4ASweepResource
 from .sweep_steps import (
@@ -71,6 +74,8 @@ from .sweep_steps import (
 )
 
 SWEEP_JOB = "n4a_sweep"
+#: Dagster concurrency pool of the training steps (limit: ``dagster instance concurrency set``).
+TRAIN_POOL = "n4a_train"
 MAX_CONCURRENT_ENV = "N4A_MAX_CONCURRENT"
 DEFAULT_MAX_CONCURRENT = 4
 #: Imported once in the forkserver, so each step process starts warm.
@@ -91,13 +96,40 @@ def default_max_concurrent() -> int:
 
 def multiprocess_run_config(max_concurrent: int, forkserver: bool = True,
                             pipelines_per_step: int | None = None) -> dict[str, Any]:
-    """Run config of the sweep job: ``max_concurrent`` parallel steps (forkserver-started, with
-    the heavy modules preloaded, unless ``forkserver`` is False), optionally
-    ``pipelines_per_step`` partitions per step."""
+    """Run config of the sweep job on one host: ``max_concurrent`` parallel steps
+    (forkserver-started, with the heavy modules preloaded, unless ``forkserver`` is False),
+    optionally ``pipelines_per_step`` partitions per step."""
     config: dict[str, Any] = {"max_concurrent": max_concurrent}
     if forkserver:
         config["start_method"] = {"forkserver": {"preload_modules": PRELOAD_MODULES}}
-    run_config: dict[str, Any] = {"execution": {"config": config}}
+    return _with_plan({"execution": {"config": {"multiprocess": config}}}, pipelines_per_step)
+
+
+def celery_run_config(pipelines_per_step: int | None = None,
+                      celery: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run config of the sweep job across hosts: every step a task for the celery workers.
+
+    ``celery`` overrides fields of dagster-celery's executor config; by default the broker and
+    backend are named by env (``N4A_CELERY_BROKER``, ``N4A_CELERY_BACKEND``).
+    """
+    config = {**celery_executor_config(), **(celery or {})}
+    return _with_plan({"execution": {"config": {"celery": config}}}, pipelines_per_step)
+
+
+def run_config_for(executor: str, max_concurrent: int,
+                   pipelines_per_step: int | None = None) -> dict[str, Any]:
+    """Run config of the sweep job for an executor kind (``multiprocess``, ``in_process``,
+    ``celery``)."""
+    if executor == "celery":
+        return celery_run_config(pipelines_per_step)
+    if executor == "in_process":
+        return _with_plan({"execution": {"config": {"in_process": {}}}}, pipelines_per_step)
+    if executor == "multiprocess":
+        return multiprocess_run_config(max_concurrent, pipelines_per_step=pipelines_per_step)
+    raise ValueError(f"unknown executor {executor!r}; one of multiprocess, in_process, celery")
+
+
+def _with_plan(run_config: dict[str, Any], pipelines_per_step: int | None) -> dict[str, Any]:
     if pipelines_per_step is not None:
         run_config["ops"] = {"plan_sweep_op": {"config": {"pipelines_per_step": pipelines_per_step}}}
     return run_config
@@ -143,7 +175,8 @@ def plan_sweep_op(context: OpExecutionContext, config: SweepPlanConfig,
         )
 
 
-@op(ins={"task": In(dict)}, description="Train pipelines (one by default) into the store.")
+@op(ins={"task": In(dict)}, pool=TRAIN_POOL,
+    description="Train pipelines (one by default) into the store.")
 def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4AStoreResource,
                       n4a_sweep: N4ASweepResource) -> dict:
     """Run the task's partitions; materialize each one's pipeline, chain and prediction arrays."""
@@ -240,14 +273,16 @@ def fail_store_run_hook(context: HookContext) -> None:
 
 
 def build_sweep_job(max_concurrent: int | None = None) -> JobDefinition:
-    """The ``n4a_sweep`` job on the multiprocess executor (``max_concurrent`` parallel steps)."""
+    """The ``n4a_sweep`` job; by default on the multiprocess executor (``max_concurrent``
+    parallel steps), any executor of :func:`~n4a_dagster.executors.n4a_executor` by run config."""
     concurrent = max_concurrent or default_max_concurrent()
 
-    @job(name=SWEEP_JOB, executor_def=multiprocess_executor,
+    @job(name=SWEEP_JOB, executor_def=n4a_executor,
          config=multiprocess_run_config(concurrent), hooks={fail_store_run_hook},
          tags={"n4a/kind": "sweep"},
          description="Run the configured sweep: one step per (dataset, pipeline), "
-                     f"{concurrent} at a time, recorded in the n4a store.")
+                     f"{concurrent} at a time on one host by default (or on celery workers: "
+                     "execution.config.celery), recorded in the n4a store.")
     def n4a_sweep():
         tasks = plan_sweep_op()
         finish_sweep_op(tasks.map(train_pipeline_op).collect())

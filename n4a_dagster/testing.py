@@ -93,3 +93,48 @@ def apply_sensor_result(instance: Any, result: Any) -> None:
             for key in request.partition_keys:
                 if instance.has_dynamic_partition(request.partitions_def_name, key):
                     instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+#: Directory of the pause switch of :class:`PausingPLS` (unset: it never pauses).
+PAUSE_DIR_ENV = "N4A_TEST_PAUSE_DIR"
+#: How long a paused fit waits before it gives up and fits (it is meant to be killed first).
+PAUSE_SECONDS = 90.0
+
+
+class PausingPLS(PLSRegression):
+    """PLSRegression whose first ``fit`` anywhere stops until it is killed, while armed.
+
+    Armed when ``$N4A_TEST_PAUSE_DIR/armed`` exists. The first fit to create
+    ``$N4A_TEST_PAUSE_DIR/claimed`` (atomically, so one fit across all processes and hosts
+    sharing the directory) writes its pid there and sleeps (at most :data:`PAUSE_SECONDS`), so
+    a test can kill the process running that step; every other fit runs normally.
+    """
+
+    def fit(self, X: Any, y: Any = None) -> Any:
+        """Fit like PLSRegression, unless this is the armed, claimed fit: then wait."""
+        directory = os.environ.get(PAUSE_DIR_ENV)
+        if directory and (Path(directory) / "armed").exists():
+            try:
+                fd = os.open(Path(directory) / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return super().fit(X, y)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            import time
+
+            deadline = time.monotonic() + PAUSE_SECONDS
+            while time.monotonic() < deadline and (Path(directory) / "armed").exists():
+                time.sleep(0.05)
+        return super().fit(X, y)
+
+
+def pausing_sweep_config(directory: str | Path, *, n_components: tuple[int, ...] = (2, 3, 4),
+                         name: str = "pausing") -> Path:
+    """A (none | SNV) x :class:`PausingPLS` (``n_components``) regression sweep on chemotools'
+    fermentation spectra (3-fold CV); return its path."""
+    path = tiny_sweep_config(directory, n_components=n_components, n_splits=3, name=name,
+                             filename=f"{name}_sweep.yaml")
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["pipeline"][-1]["class"] = f"{__name__}.PausingPLS"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path

@@ -834,6 +834,38 @@ def delete(ident: str, workspace: str, keep_artifacts: bool) -> None:
 
 @main.command()
 @workspace_option
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed: recount claims, remove orphans and strays, compact.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--grace", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Seconds a temporary file may be in flight before it counts as stray.")
+def verify(workspace: str, repair: bool, as_json: bool, grace: float) -> None:
+    """Check the workspace's integrity (exit 1 when a problem remains); --repair fixes what it can."""
+    from rich.progress import Progress
+
+    with _open_store(workspace) as store:
+        with Progress(console=_console(stderr=True), transient=True, disable=as_json) as bar:
+            task = bar.add_task("repairing" if repair else "verifying", total=None)
+
+            def advance(phase: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=f"hashing {phase}")
+
+            report = store.verify(repair=repair, grace=grace, progress=advance)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        if report.repaired:
+            fixed = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report.repaired.items() if n)
+            click.echo(f"repaired: {fixed or 'nothing to repair'}")
+        click.echo(report.summary())
+        if not report.ok and not repair and any(f.repairable for f in report.findings):
+            click.echo("run 'n4a verify --repair' to fix the repairable problems")
+    if not report.ok:
+        sys.exit(EXIT_FAILURE)
+
+
+@main.command()
+@workspace_option
 def vacuum(workspace: str) -> None:
     """Reclaim unused space in the catalog (the DuckDB file, or PostgreSQL's tables)."""
     with _open_store(workspace) as store:

@@ -84,15 +84,20 @@ def _copy_run(src: WorkspaceStore, dst: WorkspaceStore, run_id: str, report: Tra
     artifacts = _frame(src, "artifacts", "artifact_id", sorted(claims)) if claims else None
     formats = {} if artifacts is None else dict(zip(artifacts.column("artifact_id").to_pylist(),
                                                     artifacts.column("format").to_pylist()))
+    payloads: dict[str, bytes] = {}
     for artifact_id in sorted(claims):
         data = src.read_artifact_bytes(artifact_id)
         if content_hash(data) != artifact_id:
             raise ArtifactIntegrityError(
                 f"source artifact {artifact_id} is corrupted (its bytes hash differently); "
                 f"nothing of run {run_id} was copied")
-        if dst._artifact_files.write(artifact_id, formats[artifact_id], data):
-            report.bytes_copied += len(data)
+        payloads[artifact_id] = data
     with dst._catalog.writing() as s:
+        # files are written inside the transaction, as a commit does: a repair or gc of
+        # the destination (maintenance) never sees them without their rows
+        for artifact_id, data in payloads.items():
+            if dst._artifact_files.write(artifact_id, formats[artifact_id], data):
+                report.bytes_copied += len(data)
         new_chains = None
         for name in TABLES:
             table = tables[name]

@@ -181,8 +181,8 @@ def test_definitions_configuration_from_environment(monkeypatch, tmp_path):
     assert schedule.cron_schedule == "30 3 * * 1"
     assert schedule.default_status == DefaultScheduleStatus.STOPPED
     job = defs.resolve_job_def(SWEEP_JOB)
-    assert job.executor_def.name == "multiprocess"
-    assert job.run_config["execution"]["config"]["max_concurrent"] == 6
+    assert job.executor_def.name == "n4a_executor"  # multiprocess unless run config says celery
+    assert job.run_config["execution"]["config"]["multiprocess"]["max_concurrent"] == 6
     explicit = build_definitions(workspace="ws", sweep_config="s.yaml", sweep_cron="0 4 * * *")
     assert explicit.resolve_schedule_def("n4a_nightly_sweep").cron_schedule == "0 4 * * *"
     assert {j for j in ("n4a_compact", "n4a_gc", "n4a_export", "n4a_replay", "n4a_model_bundle")

@@ -453,6 +453,32 @@ class SqlCatalog(ABC):
         return {"count": int(row[0]), "bytes": int(row[1]),
                 "unreferenced_count": int(row[2]), "unreferenced_bytes": int(row[3])}
 
+    # -- integrity (verify and repair) -------------------------------------------------
+    def artifact_claim_rows(self, s: Session) -> list[tuple[str, str, int]]:
+        """(artifact_id, format, ref_count) of every artifact, by id."""
+        return [(r[0], r[1], int(r[2])) for r in s.rows(
+            "SELECT artifact_id, format, ref_count FROM artifacts ORDER BY artifact_id")]
+
+    def chain_reference_rows(self, s: Session) -> list[dict[str, Any]]:
+        """Every chain's id, pipeline and artifact-naming columns (JSON still encoded)."""
+        return s.frame("SELECT chain_id, pipeline_id, steps, model_step_idx, fold_artifacts, "
+                       "shared_artifacts FROM chains ORDER BY chain_id").to_dicts()
+
+    def prediction_array_rows(self, s: Session) -> list[tuple[str, str, bool]]:
+        """(prediction_id, dataset_name, has_arrays) of every prediction."""
+        return [(r[0], r[1], bool(r[2])) for r in s.rows(
+            "SELECT prediction_id, dataset_name, has_arrays FROM predictions ORDER BY prediction_id")]
+
+    def set_ref_counts(self, s: Session, counts: dict[str, int]) -> None:
+        """Set the claim count of some artifacts (a repair recounting claims from the chains)."""
+        if not counts:
+            return
+        ids, values = zip(*sorted(counts.items()))
+        s.execute(
+            "UPDATE artifacts SET ref_count = d.n "
+            f"FROM (SELECT unnest({self.text_array()}) AS id, unnest({self.bigint_array()}) AS n) d "
+            "WHERE artifacts.artifact_id = d.id", [list(ids), list(values)])
+
     def table_counts(self, s: Session) -> dict[str, int]:
         """Row counts of the data tables (transfer checks, verify)."""
         return {t: int(s.rows(f"SELECT count(*) FROM {t}")[0][0])

@@ -7,6 +7,7 @@ writers (PostgreSQL) a file is only removed while no writer can be claiming it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..catalog.base import Session
@@ -113,11 +114,66 @@ def delete_prediction(uow: UnitOfWork, prediction_id: str) -> bool:
     return True
 
 
+def stranded_artifact_files(uow: UnitOfWork, s: Session) -> list[Path]:
+    """Files under ``artifacts/`` no catalog row owns: a dead writer's files and ``.tmp`` files.
+
+    Only commits write there, so inside a maintenance transaction (no commit in
+    flight, none starting) every such file belongs to a writer that died before COMMIT.
+    """
+    from ..integrity.scan import artifact_files, tmp_files
+
+    root = getattr(uow.artifacts, "root", None)
+    if root is None:
+        return []
+    files, others = artifact_files(root)
+    if not files and not others:
+        return []
+    known = uow.catalog.existing(s, "artifacts", "artifact_id", set(files)) if files else set()
+    known |= set(uow.pending.artifacts)
+    stranded = [p for a, (_, p) in files.items() if a not in known] + [o.path for o in others]
+    return stranded + [f.path for f in tmp_files(root)]
+
+
 def gc_artifacts(uow: UnitOfWork) -> int:
-    """Remove artifacts no chain names and nobody claims; return how many."""
-    dead = uow.commit(lambda s: _dead_artifacts(uow, s),
-                      after=lambda d: _remove_files(uow, d), maintenance=True)
-    return len(dead)
+    """Remove artifacts no chain names and nobody claims, and stranded files; return files removed."""
+    from ..integrity.scan import remove_file
+
+    def collect(s: Session) -> tuple[list[tuple[str, str]], list[Path]]:
+        stranded = stranded_artifact_files(uow, s)  # before the dead rows go
+        return _dead_artifacts(uow, s), stranded
+
+    def remove(result: tuple[list[tuple[str, str]], list[Path]]) -> None:
+        _remove_files(uow, result[0])
+        for path in result[1]:
+            remove_file(path)
+
+    dead, stranded = uow.commit(collect, after=remove, maintenance=True)
+    return len(dead) + len(stranded)
+
+
+def tombstone_orphans(uow: UnitOfWork, dataset_name: str | None) -> list[str]:
+    """Tombstone array rows that no catalog prediction owns; return their ids.
+
+    Runs as a maintenance transaction: it waits for writers in flight (whose
+    staged arrays are not committed yet) and holds new ones off, so every row it
+    sees without a catalog record belongs to a writer that died before COMMIT.
+    """
+    arrays = uow.arrays
+
+    def scan(s: Session) -> list[str]:
+        datasets = [dataset_name] if dataset_name is not None else arrays.list_datasets()
+        orphans: list[str] = []
+        for dataset in datasets:
+            ids = arrays.list_keys(dataset)
+            if not ids:
+                continue
+            known = uow.catalog.prediction_ids_of_dataset(s, dataset)
+            orphans.extend(i for i in ids if i not in known)
+        if orphans:
+            arrays.delete(orphans)
+        return orphans
+
+    return uow.commit(scan, maintenance=True) or []
 
 
 def compact_arrays(uow: UnitOfWork, dataset_name: str | None) -> int:
@@ -127,15 +183,5 @@ def compact_arrays(uow: UnitOfWork, dataset_name: str | None) -> int:
     committing its transaction.
     """
     uow.commit()
-    arrays = uow.arrays
-    datasets = [dataset_name] if dataset_name is not None else arrays.list_datasets()
-    for dataset in datasets:
-        ids = arrays.list_keys(dataset)
-        if not ids:
-            continue
-        with uow.catalog.reading() as s:
-            known = uow.catalog.prediction_ids_of_dataset(s, dataset)
-        orphans = [i for i in ids if i not in known]
-        if orphans:
-            arrays.delete(orphans)
-    return arrays.compact(dataset_name)
+    tombstone_orphans(uow, dataset_name)
+    return uow.arrays.compact(dataset_name)

@@ -22,7 +22,7 @@ import os
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -45,10 +45,12 @@ from ..errors import (
     MissingParentError,
 )
 from . import maintenance, writes
+from .arrays_view import StoreArrays
 from .commit import UnitOfWork
 
 if TYPE_CHECKING:
     from ..config import StoreConfig
+    from ..integrity import VerifyReport
 
 _ARRAY_KEYS = ("y_true", "y_pred", "y_proba", "sample_indices", "weights")
 _OPEN_STORES: "weakref.WeakSet[WorkspaceStore]" = weakref.WeakSet()
@@ -87,7 +89,7 @@ class WorkspaceStore:
         backends = self.config.open_backends(lock_timeout=float(lock_timeout),
                                              idle_release=idle_release)
         self.workspace_path = backends.file_root
-        self.array_store = backends.arrays
+        self.array_store = StoreArrays(backends.arrays, self)
         self._catalog = backends.catalog
         self._artifact_files = backends.artifacts
         self._uow = UnitOfWork(backends.catalog, backends.arrays, backends.artifacts)
@@ -691,6 +693,34 @@ class WorkspaceStore:
         with self._lock:
             self._check_open()
             return maintenance.compact_arrays(self._uow, dataset_name)
+
+    def verify(self, repair: bool = False, *, grace: float = 300.0,
+               progress: "Callable[[str, int, int], None] | None" = None) -> "VerifyReport":
+        """Check the workspace's integrity; with ``repair``, fix what can be fixed first.
+
+        Checks that every artifact file exists and hashes to its id, that each
+        ``ref_count`` equals the references the chains hold, that every chain's
+        artifacts are cataloged, that predictions recorded with arrays have them,
+        and that there are no orphaned arrays, unreferenced artifact files or
+        temporary files older than ``grace`` seconds (younger ones may belong to
+        a write in flight). ``repair`` recounts claims, collects artifacts nothing
+        claims or names, removes unreferenced and stray files, tombstones orphaned
+        arrays and compacts; it never removes anything a chain or prediction still
+        references. Returns a :class:`~n4a_store.integrity.VerifyReport` (after a
+        repair: of the repaired workspace, with ``repaired`` counts).
+        ``progress(phase, done, total)`` is called while artifacts are hashed.
+        """
+        from ..integrity import repair_store, verify_store
+
+        if not isinstance(repair, bool):
+            raise InvalidInputError(f"repair must be True or False, got {repair!r}")
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
+            raise InvalidInputError(f"grace must be a non-negative number of seconds, got {grace!r}")
+        with self._lock:
+            self._check_open()
+            if repair:
+                return repair_store(self, grace=float(grace), progress=progress)
+            return verify_store(self, grace=float(grace), progress=progress)
 
     def backup(self, destination: Path | str) -> Path:
         """Copy the workspace to ``destination`` (a new or empty directory), consistently.
