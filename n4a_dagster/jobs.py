@@ -314,13 +314,18 @@ def verify_job():
     verify_op()
 
 
-@job(name="n4a_export", description="Export a chain, run, pipeline config or predictions.",
+@job(name="n4a_export",
+     description="Export a chain, run, pipeline config or predictions. Config (required): "
+                 "ops: {export_op: {config: {subject: <chain|run|pipeline id, latest or "
+                 "predictions>, format: ''}}}",
      tags={"n4a/kind": "export"})
 def export_job():
     export_op()
 
 
-@job(name="n4a_replay", description="Replay a stored chain on a CSV/Parquet file of spectra.",
+@job(name="n4a_replay",
+     description="Replay a stored chain on a CSV/Parquet file of spectra. Config (required): "
+                 "ops: {replay_op: {config: {chain_id: <id>, input_path: new.csv}}}",
      tags={"n4a/kind": "replay"})
 def replay_job():
     replay_op()

@@ -137,7 +137,8 @@ def plan_reconciliation(instance: DagsterInstance, store: WorkspaceStore,
         if missing:
             plan.add_pipelines.extend(k for k in missing if k not in plan.add_pipelines)
             continue
-        plan.reports.extend(_report(store, row, key, workspace) for key, row in rows)
+        for key, row in rows:
+            plan.reports.extend(_reports(store, row, key, workspace))
         plan.reported_runs.append(run_id)
     plan.add_datasets = sorted({parse_pipeline_partition(k)[0] for k in plan.add_pipelines}
                                - datasets)
@@ -163,22 +164,37 @@ def _outside_runs(store: WorkspaceStore, reported: set[str]) -> list[str]:
     return out
 
 
-def _report(store: WorkspaceStore, row: dict[str, Any], key: str,
-            workspace: str) -> AssetMaterialization:
-    """A reported materialization of a pipeline partition written outside Dagster."""
+def _reports(store: WorkspaceStore, row: dict[str, Any], key: str,
+             workspace: str) -> list[AssetMaterialization]:
+    """Reported materializations of a pipeline partition written outside Dagster: its
+    ``pipeline``, and for a completed pipeline its ``chain`` and ``prediction_arrays``."""
+    from .keys import CHAIN, PREDICTION_ARRAYS
     from .metadata import score_metadata
+    from .sweep_steps import arrays_metadata, chain_metadata
 
+    source = "reported by n4a_partitions_sensor: a run made outside Dagster (n4a sweep)"
     chains = store.get_chains_for_pipeline(row["pipeline_id"])
+    chain_id = chains["chain_id"][0] if chains.height else None
     metadata: dict[str, Any] = {
         META_RUN_ID: row["run_id"], META_PIPELINE_ID: row["pipeline_id"],
         META_DATASET: row["dataset_name"], META_STATUS: row["status"], META_WORKSPACE: workspace,
-        "pipeline_name": row["name"], "metric": row.get("metric") or "",
-        "source": "reported by n4a_partitions_sensor: a run made outside Dagster (n4a sweep)",
+        "pipeline_name": row["name"], "metric": row.get("metric") or "", "source": source,
         **score_metadata("best_val", row.get("best_val")),
         **score_metadata("best_test", row.get("best_test")),
     }
-    if chains.height:
-        metadata[META_CHAIN_ID] = chains["chain_id"][0]
-    return AssetMaterialization(asset_key=PIPELINE, partition=key, metadata=metadata,
-                                description=f"{row['name']} on {row['dataset_name']} "
-                                            f"(run {row['run_id'][:8]}, outside Dagster)")
+    if chain_id:
+        metadata[META_CHAIN_ID] = chain_id
+    description = f"{row['name']} on {row['dataset_name']} (run {row['run_id'][:8]}, outside Dagster)"
+    events = [AssetMaterialization(asset_key=PIPELINE, partition=key, metadata=metadata,
+                                   description=description)]
+    if row["status"] == "completed" and chain_id:
+        prediction_ids = store.query_predictions(
+            pipeline_id=row["pipeline_id"])["prediction_id"].to_list()
+        events.append(AssetMaterialization(
+            asset_key=CHAIN, partition=key, description=description,
+            metadata={**chain_metadata(store, chain_id), "source": source}))
+        events.append(AssetMaterialization(
+            asset_key=PREDICTION_ARRAYS, partition=key, description=description,
+            metadata={**arrays_metadata(store, row["run_id"], row["dataset_name"], prediction_ids,
+                                        row["pipeline_id"]), "source": source}))
+    return events

@@ -225,6 +225,7 @@ def build_gc_sensor(
 
 
 PARTITIONS_SENSOR = "n4a_partitions_sensor"
+PARTITIONS_INTERVAL_ENV = "N4A_PARTITIONS_INTERVAL"
 
 
 def configured_partitions(sweep: N4ASweepResource) -> tuple[set[str], set[str]] | None:
@@ -242,7 +243,7 @@ def configured_partitions(sweep: N4ASweepResource) -> tuple[set[str], set[str]] 
 
 def build_partitions_sensor(
     *,
-    minimum_interval_seconds: int = 60,
+    minimum_interval_seconds: int | None = None,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
     name: str = PARTITIONS_SENSOR,
 ) -> SensorDefinition:
@@ -252,13 +253,16 @@ def build_partitions_sensor(
     the store and that the configured sweep does not define (deferred while Dagster runs are
     in progress), registers the partitions of runs made outside Dagster and, on the next tick,
     reports a materialization of each of their pipelines. The cursor lists the store runs
-    already reported.
+    already reported. Ticks are ``minimum_interval_seconds`` apart (env
+    ``N4A_PARTITIONS_INTERVAL``, default 60).
     """
     from .keys import DATASETS_PARTITIONS, PIPELINE_PARTITIONS
     from .partition_sync import plan_reconciliation
 
-    @_quiet_sensor(name=name, minimum_interval_seconds=minimum_interval_seconds,
-                   default_status=default_status,
+    interval = (minimum_interval_seconds if minimum_interval_seconds is not None
+                else _env_int(PARTITIONS_INTERVAL_ENV, 60))
+
+    @_quiet_sensor(name=name, minimum_interval_seconds=interval, default_status=default_status,
                    description="Deletes partitions whose pipelines are gone from the store; "
                                "registers and reports pipelines of runs made outside Dagster.")
     def _partitions_sensor(context: SensorEvaluationContext, n4a_store: N4AStoreResource,

@@ -44,7 +44,8 @@ from pg_support import BACKENDS, postgres_database
 
 DATASET_NAME = "fermentation"
 SECRET = "n4a-test-secret"
-pytestmark = pytest.mark.filterwarnings("ignore:InitResourceContext.dagster_run is deprecated")
+pytestmark = [pytest.mark.filterwarnings("ignore:InitResourceContext.dagster_run is deprecated"),
+              pytest.mark.filterwarnings("ignore:Parameter `owners`")]
 
 
 class Sweep:
