@@ -25,9 +25,17 @@ def test_identical_content_is_deduplicated(store, fitted):
     assert path == store.workspace_path / "artifacts" / first[:2] / f"{first}.joblib"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == first
     row = store.get_artifact(first)
-    assert row["ref_count"] == 2 and row["format"] == "joblib" and row["size_bytes"] == path.stat().st_size
+    # claims are the references committed chains hold: none yet
+    assert row["ref_count"] == 0 and row["format"] == "joblib" and row["size_bytes"] == path.stat().st_size
+    run_id = store.begin_run("exp", {}, [])
+    pid = store.begin_pipeline(run_id, "p", {}, [], "wheat", "h")
+    store.save_chain(pid, [{"step_idx": 0, "operator_class": "m"}], 0, "m", "", "per_fold",
+                     {"0": first, "1": second}, {})
+    assert store.get_artifact(first)["ref_count"] == 0  # in flight: no claim yet
+    store.complete_pipeline(pid, 0.1, 0.1, "rmse", 1)
+    assert store.get_artifact(first)["ref_count"] == 2
     third = store.save_artifact(scaler, "sklearn.preprocessing.StandardScaler", "transformer", "joblib")
-    assert third == first and store.get_artifact(first)["ref_count"] == 3
+    assert third == first and store.get_artifact(first)["ref_count"] == 2
     assert len(list((store.workspace_path / "artifacts").rglob("*.joblib"))) == 1
 
 

@@ -197,16 +197,28 @@ def test_older_schema_is_migrated(workspace, monkeypatch):
     assert calls == [1]
 
 
-def test_reads_see_buffered_writes_and_close_commits(workspace, fitted, regression_data):
+def test_a_pipeline_is_visible_only_once_complete_and_close_fails_one_in_flight(
+        workspace, fitted, regression_data):
     store = WorkspaceStore(workspace)
     run_id = store.begin_run("exp", {}, [])
+    done = write_pipeline(store, run_id, fitted, regression_data, name="done")
     ids = write_pipeline(store, run_id, fitted, regression_data, complete=False)
-    assert store.get_prediction(ids["prediction_ids"][0]) is not None  # read flushes
-    extra = store.save_prediction(ids["pipeline_id"], ids["chain_id"], "wheat", "m", "c", "9", "val",
-                                  1, 1, 1, "rmse", "regression", 1, 1, {}, {}, None, None, 0, 0.0)
-    store.close()
+    assert store.get_prediction(ids["prediction_ids"][0]) is not None  # read-your-writes by id
+    assert store.query_predictions(pipeline_id=ids["pipeline_id"]).height == 0  # reads commit nothing
+    with WorkspaceStore(workspace) as other:
+        assert other.get_prediction(done["prediction_ids"][0]) is not None
+        assert other.get_prediction(ids["prediction_ids"][0]) is None  # in flight elsewhere
+        assert other.get_pipeline(ids["pipeline_id"]) is None
+    with pytest.warns(RuntimeWarning, match=ids["pipeline_id"]):
+        store.close()
     with WorkspaceStore(workspace) as again:
-        assert again.get_prediction(extra) is not None
+        failed = again.get_pipeline(ids["pipeline_id"])
+        assert failed["status"] == "failed" and "closed before complete_pipeline" in failed["error"]
+        assert again.query_predictions(pipeline_id=ids["pipeline_id"]).height == 0
+        assert again.get_pipeline_log(ids["pipeline_id"]).height == 2  # logs explain it
+        assert again.query_predictions(pipeline_id=done["pipeline_id"]).height == 9
+        # claims are the references committed chains hold: only the completed chain's
+        assert again.get_artifact(done["scaler_id"])["ref_count"] == 1
     with pytest.raises(InvalidInputError, match="closed"):
         store.begin_run("late", {}, [])
 
@@ -226,14 +238,17 @@ def test_pipeline_deleted_elsewhere_drops_buffer_and_claims(workspace, fitted, r
     writer = WorkspaceStore(workspace)
     other = WorkspaceStore(workspace)
     run_id = writer.begin_run("exp", {}, [])
-    ids = write_pipeline(writer, run_id, fitted, regression_data, complete=False)
-    other.delete_pipeline(ids["pipeline_id"])
-    with pytest.warns(RuntimeWarning, match=ids["pipeline_id"]):
-        writer.flush()
-    with pytest.raises(KeyError):
-        writer.complete_pipeline(ids["pipeline_id"], 0.1, 0.1, "rmse", 1)
+    first = write_pipeline(writer, run_id, fitted, regression_data)
+    # more rows for the committed pipeline, then another process deletes it
+    chain = writer.save_chain(first["pipeline_id"], [{"step_idx": 0, "operator_class": "m"}], 0,
+                              "m", "", "per_fold", {"0": first["scaler_id"]}, {})
+    writer.save_prediction(first["pipeline_id"], chain, "wheat", "m", "c", "0", "val", 1, 1, 1,
+                           "rmse", "regression", 1, 1, {}, {}, None, None, 0, 0.0)
+    other.delete_pipeline(first["pipeline_id"], delete_artifacts=False)
+    with pytest.warns(RuntimeWarning, match=first["pipeline_id"]), pytest.raises(KeyError):
+        writer.complete_pipeline(first["pipeline_id"], 0.1, 0.1, "rmse", 1)
     assert writer.query_predictions().height == 0
-    assert writer.artifact_stats()["unreferenced_count"] == writer.artifact_stats()["count"]
+    assert writer.artifact_stats()["unreferenced_count"] == writer.artifact_stats()["count"] == 4
     assert writer.gc_artifacts() == 4
     writer.close()
     other.close()

@@ -81,6 +81,7 @@ def test_nan_and_inf_scores_are_null_and_rank_last(store):
     pid = store.begin_pipeline(run_id, "p", {}, [], "wheat", "h")
     ids = [_save(store, pid, None, str(i), "val", v)
            for i, v in enumerate([float("nan"), 0.5, float("inf"), -math.inf, 0.2])]
+    store.complete_pipeline(pid, 0.2, 0.2, "rmse", 1)  # visible once complete
     top = store.top_predictions(5)
     assert top["val_score"].to_list()[:2] == [0.2, 0.5]
     assert top["val_score"].to_list()[2:] == [None, None, None]

@@ -1,8 +1,9 @@
 """Writes buffered in a process until they are committed in one transaction.
 
-Rows that belong to a pipeline (chains, predictions and their arrays, logs)
-and artifact claims accumulate here and are turned into Arrow tables for
-bulk inserts when the store flushes.
+Rows that belong to a pipeline (its own row, chains, predictions and their
+arrays, logs) accumulate in one :class:`PendingWrites` per pipeline in flight;
+artifacts saved by the process wait as :class:`PendingArtifact`. Both are
+turned into Arrow tables for bulk inserts when a pipeline commits.
 """
 
 from __future__ import annotations
@@ -62,16 +63,25 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 @dataclass
 class PendingArtifact:
-    """An artifact saved in this process whose catalog row is not committed yet."""
+    """An artifact saved in this process whose bytes it still keeps.
+
+    ``saves`` counts the ``save_artifact`` calls that returned this id and
+    ``named`` the references committed chains of this process took to it: while
+    ``named < saves`` a pipeline of this process may still name it, so the bytes
+    are kept and a commit naming it stores it again if gc removed it meanwhile.
+    ``stored`` is true once a commit wrote its row and file.
+    """
 
     row: dict[str, Any]
     data: bytes
-    claims: int = 1
+    saves: int = 1
+    named: int = 0
+    stored: bool = False
 
 
 @dataclass
 class PendingWrites:
-    """Everything buffered since the last commit."""
+    """Buffered rows of one pipeline in flight, or of finished pipelines awaiting one commit."""
 
     pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
     completions: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -79,20 +89,28 @@ class PendingWrites:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     arrays: list[dict[str, Any]] = field(default_factory=list)
     logs: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: dict[str, PendingArtifact] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         """True when nothing waits to be committed."""
-        return not (self.pipelines or self.completions or self.chains or self.predictions
-                    or self.arrays or self.logs or self.artifacts)
+        return not (self.pipelines or self.completions or self.chains
+                    or self.predictions or self.arrays or self.logs)
 
     def size(self) -> int:
         """Rough number of buffered rows (used to bound memory)."""
-        return len(self.chains) + len(self.predictions) + len(self.logs) + len(self.artifacts)
+        return len(self.chains) + len(self.predictions) + len(self.logs)
 
     def chain_ids(self) -> set[str]:
         """Ids of buffered chains."""
         return {c["chain_id"] for c in self.chains}
+
+    def merge(self, other: "PendingWrites") -> None:
+        """Append everything ``other`` buffers (another pipeline's rows) to this one."""
+        self.pipelines.update(other.pipelines)
+        self.completions.update(other.completions)
+        self.chains.extend(other.chains)
+        self.predictions.extend(other.predictions)
+        self.arrays.extend(other.arrays)
+        self.logs.extend(other.logs)
 
     def drop_pipelines(self, pipeline_ids: set[str]) -> "PendingWrites":
         """Remove and return the buffered chains, predictions and arrays of some pipelines.
@@ -112,10 +130,13 @@ class PendingWrites:
     def table(self, name: str) -> pa.Table:
         """The buffered rows of one catalog table as Arrow."""
         schema = SCHEMAS[name]
-        if name == "artifacts":
-            rows = [{**a.row, "ref_count": a.claims} for a in self.artifacts.values()]
-        elif name in ("pipelines", "completions"):
+        if name in ("pipelines", "completions"):
             rows = list(getattr(self, name).values())
         else:
             rows = getattr(self, name)
         return pa.Table.from_pylist(rows, schema=schema)
+
+
+def artifact_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows of the ``artifacts`` table (with ``ref_count``) as Arrow."""
+    return pa.Table.from_pylist(rows, schema=SCHEMAS["artifacts"])

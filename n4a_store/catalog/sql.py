@@ -7,8 +7,8 @@ schema creation and migration, and the fragments below where the dialects differ
 * :meth:`SqlCatalog.in_list` - ``column`` is one of a list parameter;
 * :meth:`SqlCatalog.array_has` - a list column holds a scalar parameter;
 * :meth:`SqlCatalog.text_contains` - a text column contains another text;
-* :meth:`SqlCatalog.add_artifact_claims` / :meth:`SqlCatalog.apply_completions` -
-  bulk upsert and bulk update from Arrow rows.
+* :meth:`SqlCatalog.insert_artifacts` / :meth:`SqlCatalog.apply_completions` -
+  bulk insert-if-absent and bulk update from Arrow rows.
 
 No text from a caller is spliced into SQL: identifiers come from the whitelists
 of :mod:`n4a_store.catalog.columns`, values travel as parameters.
@@ -114,8 +114,40 @@ class SqlCatalog(ABC):
         return "CAST(? AS BIGINT[])"
 
     @abstractmethod
-    def add_artifact_claims(self, session: Session, rows: pa.Table) -> None:
-        """Insert new artifact rows; add ``ref_count`` to the claims of known ones."""
+    def insert_artifacts(self, session: Session, rows: pa.Table) -> set[str]:
+        """Insert artifact rows not in the catalog yet; return the ids inserted.
+
+        Rows whose id is already there are left alone (their claims are added by
+        :meth:`add_artifact_claims`).
+        """
+
+    def add_artifact_claims(self, session: Session, rows: pa.Table, claims: dict[str, int]) -> None:
+        """Store artifacts saved by this process and add the claims committed chains take.
+
+        ``rows`` (``artifacts`` schema) are artifacts whose bytes the process holds,
+        each with the claims this commit takes in ``ref_count``: new ones are
+        inserted with them, known ones get them added. ``claims`` adds claims to
+        artifacts that must already be in the catalog; if one is gone (collected
+        meanwhile), :class:`MissingParentError` names it and the transaction fails.
+        """
+        extra = dict(claims)
+        if rows.num_rows:
+            inserted = self.insert_artifacts(session, rows)
+            for artifact_id, count in zip(rows.column("artifact_id").to_pylist(),
+                                          rows.column("ref_count").to_pylist()):
+                if artifact_id not in inserted and count:
+                    extra[artifact_id] = extra.get(artifact_id, 0) + count
+        extra = {a: n for a, n in extra.items() if n}
+        if not extra:
+            return
+        ids, counts = zip(*sorted(extra.items()))
+        changed = session.execute(
+            "UPDATE artifacts SET ref_count = artifacts.ref_count + d.n "
+            f"FROM (SELECT unnest({self.text_array()}) AS id, unnest({self.bigint_array()}) AS n) d "
+            "WHERE artifacts.artifact_id = d.id", [list(ids), list(counts)])
+        if changed < len(ids):
+            present = self.existing(session, "artifacts", "artifact_id", ids)
+            raise MissingParentError("artifact", sorted(set(ids) - present)[0])
 
     def apply_completions(self, session: Session, rows: pa.Table) -> None:
         """Mark pipelines completed from rows of the ``completions`` schema."""
@@ -279,9 +311,15 @@ class SqlCatalog(ABC):
         return dead
 
     # -- reads -------------------------------------------------------------------------
-    def get_row(self, s: Session, table: str, key: str, value: str) -> dict[str, Any] | None:
-        """One row of a table by its key column (identifiers from code only)."""
+    def get_row(self, s: Session, table: str, key: str, value: str,
+                with_array_ref: bool = False) -> dict[str, Any] | None:
+        """One row of a table by its key column (identifiers from code only).
+
+        ``with_array_ref`` adds a prediction's ``array_ref`` (one query for a read with arrays).
+        """
         select = PREDICTION_SELECT if table == "predictions" else "*"
+        if table == "predictions" and with_array_ref:
+            select += ", array_ref"
         rows = s.frame(f"SELECT {select} FROM {table} WHERE {key} = ?", [value]).to_dicts()
         return rows[0] if rows else None
 

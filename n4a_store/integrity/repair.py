@@ -51,7 +51,7 @@ def _fix_catalog(store: "WorkspaceStore", grace: float) -> dict[str, int]:
         # an artifact saved within the grace period may belong to a pipeline still in flight
         # whose chain is not committed yet: its row stays until a later repair or gc
         fresh = catalog.artifacts_created_since(s, now() - timedelta(seconds=grace))
-        dead = catalog.collect_dead_artifacts(s, keep=set(uow.pending.artifacts) | fresh)
+        dead = catalog.collect_dead_artifacts(s, keep=set(uow.saved) | fresh)
         cataloged = {a for a, _, _ in rows} - {a for a, _ in dead}
         files, others = artifact_files(root)
         unreferenced = [p for a, (_, p) in files.items() if a not in cataloged]

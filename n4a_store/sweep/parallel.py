@@ -152,7 +152,7 @@ class _Recovery:
         died = code is not None and code not in (0, -signal.SIGTERM)
         if died or self.breaks[task] > 1:
             return self._record_death(task, pipeline_id, code)
-        if pipeline_id is not None:
+        if pipeline_id is not None and self._settled_store().get_pipeline(pipeline_id) is not None:
             self._settled_store().delete_pipeline(pipeline_id)
         return None
 
@@ -166,6 +166,8 @@ class _Recovery:
             error = f"worker process died ({_describe_exit(code)}) while running pipeline " \
                     f"{spec.name!r} on dataset {ds.name!r}"
         store = self._settled_store()
+        if pipeline_id is not None and store.get_pipeline(pipeline_id) is None:
+            pipeline_id = None  # a pipeline is committed whole: the dead worker's never was
         if pipeline_id is None:
             pipeline_id = store.begin_pipeline(self.run_id, spec.name, spec.expanded_config,
                                                spec.generator_choices, ds.name, ds.dataset_hash)

@@ -62,48 +62,67 @@ class StoreArrays:
         store = self._store
         with store._lock:
             store._check_open()
-            pending = store._uow.pending
-            buffered = {row["prediction_id"]: row for row in pending.predictions}
+            buffered = self._buffered_predictions()
             deferred = [r for r in normalized if r["prediction_id"] in buffered]
             for record in deferred:
-                row = buffered[record["prediction_id"]]
+                _, row = buffered[record["prediction_id"]]
                 if record["dataset_name"] != row["dataset_name"]:
                     raise InvalidInputError(
                         f"arrays of prediction {record['prediction_id']!r} must be saved under its "
                         f"dataset {row['dataset_name']!r}, not {record['dataset_name']!r}")
-            if deferred:
-                ids = {r["prediction_id"] for r in deferred}
-                pending.arrays = [a for a in pending.arrays if a["prediction_id"] not in ids]
-                pending.arrays.extend(deferred)
-                for pid in ids:
-                    buffered[pid]["has_arrays"] = True
+            for record in deferred:
+                buf, row = buffered[record["prediction_id"]]
+                buf.arrays = [a for a in buf.arrays if a["prediction_id"] != record["prediction_id"]]
+                buf.arrays.append(record)
+                row["has_arrays"] = True
             rest = [r for r in records if r["prediction_id"] not in buffered]
             if rest:
                 self._backend.save_batch(rest)
 
-    # -- reading (read-your-writes: deferred arrays are committed first) ------------------
-    def _flush_deferred(self) -> None:
+    def _buffered_predictions(self) -> dict[str, tuple[Any, dict]]:
+        """prediction id -> (the buffer holding it, its buffered row), over every buffer."""
+        uow = self._store._uow
+        found: dict[str, tuple[Any, dict]] = {}
+        for buf in (*uow.open.values(), uow.ready):
+            for row in buf.predictions:
+                found[row["prediction_id"]] = (buf, row)
+        return found
+
+    # -- reading (read-your-writes: arrays still buffered here are served from the buffer) --
+    def _buffered_arrays(self, dataset_name: str) -> dict[str, dict]:
+        """Arrays of this store's buffered predictions in ``dataset_name``, by prediction id."""
         store = self._store
-        with store._lock:
-            if not store._closed and store._uow.pending.arrays:
-                store._uow.commit()
+        if store._closed:
+            return {}
+        uow = store._uow
+        return {a["prediction_id"]: dict(a) for buf in (*uow.open.values(), uow.ready)
+                for a in buf.arrays if a.get("dataset_name") == dataset_name}
 
     def load(self, prediction_id: str, dataset_name: str) -> dict | None:
         """Arrays of one prediction, or None."""
-        self._flush_deferred()
-        return self._backend.load(prediction_id, dataset_name)
+        found = self.load_batch([prediction_id], dataset_name)
+        return found[0] if found else None
 
     def load_batch(self, prediction_ids: list[str], dataset_name: str) -> list[dict]:
         """Arrays of several predictions of one dataset, in the order asked."""
-        self._flush_deferred()
-        return self._backend.load_batch(prediction_ids, dataset_name)
+        with self._store._lock:
+            mine = self._buffered_arrays(dataset_name)
+        if not mine:
+            return self._backend.load_batch(prediction_ids, dataset_name)
+        stored = {r["prediction_id"]: r for r in self._backend.load_batch(
+            [p for p in prediction_ids if p not in mine], dataset_name)}
+        return [mine.get(p) or stored[p] for p in prediction_ids if p in mine or p in stored]
 
     def exists(self, prediction_id: str, dataset_name: str) -> bool:
-        """True when arrays are stored for the prediction."""
-        self._flush_deferred()
+        """True when arrays are stored (or buffered here) for the prediction."""
+        with self._store._lock:
+            if prediction_id in self._buffered_arrays(dataset_name):
+                return True
         return self._backend.exists(prediction_id, dataset_name)
 
     def list_keys(self, dataset_name: str) -> list[str]:
-        """Prediction ids with stored (not deleted) arrays in a dataset."""
-        self._flush_deferred()
-        return self._backend.list_keys(dataset_name)
+        """Prediction ids with stored (not deleted) arrays in a dataset, and those buffered here."""
+        with self._store._lock:
+            mine = self._buffered_arrays(dataset_name)
+        keys = self._backend.list_keys(dataset_name)
+        return keys + sorted(set(mine) - set(keys)) if mine else keys

@@ -7,11 +7,13 @@ writers (PostgreSQL) a file is only removed while no writer can be claiming it.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..catalog.base import Session
 from ..catalog.columns import decode_json_columns
+from ..catalog.pending import PendingWrites
 from .commit import UnitOfWork
 from .writes import chain_artifact_refs, now
 
@@ -35,7 +37,7 @@ def delete_pipeline_rows(uow: UnitOfWork, s: Session, pipeline_ids: list[str],
 
 
 def _dead_artifacts(uow: UnitOfWork, s: Session) -> list[tuple[str, str]]:
-    return uow.catalog.collect_dead_artifacts(s, keep=set(uow.pending.artifacts))
+    return uow.catalog.collect_dead_artifacts(s, keep=set(uow.saved))
 
 
 def _remove_files(uow: UnitOfWork, dead: list[tuple[str, str]]) -> None:
@@ -50,23 +52,78 @@ def forget_arrays(uow: UnitOfWork, deleted: Deleted) -> None:
         uow.arrays.delete(ids)
 
 
+def _take_buffer(uow: UnitOfWork, pipeline_id: str) -> PendingWrites:
+    """Remove and return everything buffered for one pipeline (in flight or in a batch)."""
+    buf = uow.open.pop(pipeline_id, None) or PendingWrites()
+    if pipeline_id in uow.ready.pipelines or pipeline_id in uow.ready.completions or any(
+            r["pipeline_id"] == pipeline_id for r in uow.ready.chains + uow.ready.predictions
+            + uow.ready.logs):
+        taken = uow.ready.drop_pipelines({pipeline_id})
+        taken.logs = [r for r in uow.ready.logs if r["pipeline_id"] == pipeline_id]
+        uow.ready.logs = [r for r in uow.ready.logs if r["pipeline_id"] != pipeline_id]
+        row = uow.ready.pipelines.pop(pipeline_id, None)
+        if row is not None:
+            taken.pipelines[pipeline_id] = row
+        uow.ready.completions.pop(pipeline_id, None)
+        taken.merge(buf)
+        buf = taken
+    uow.chains -= buf.chain_ids()
+    return buf
+
+
 def fail_pipeline(uow: UnitOfWork, pipeline_id: str, error: str) -> None:
-    """Record a failure and roll back the pipeline's chains, predictions and arrays."""
-    dropped = uow.pending.drop_pipelines({pipeline_id})
-    uow.pending.completions.pop(pipeline_id, None)
-    uow.chains -= dropped.chain_ids()
+    """Record a failure and roll back the pipeline's chains, predictions and arrays.
 
-    def update(s: Session) -> Deleted:
-        deleted = delete_pipeline_rows(uow, s, [pipeline_id], keep_logs=True)[1]
-        _release_chain_claims(uow, s, dropped.chains)
-        uow.catalog.mark_pipeline_failed(s, pipeline_id, error, now())
-        return deleted
+    Its logs are kept and committed with the failure. A pipeline begun in this
+    process and never committed is committed now, as failed, with its logs only.
+    """
+    buf = _take_buffer(uow, pipeline_id)
+    failed = PendingWrites(logs=buf.logs)
+    begun = buf.pipelines.get(pipeline_id)
+    try:
+        if begun is not None:
+            failed.pipelines[pipeline_id] = {**begun, "status": "failed", "error": error,
+                                             "completed_at": now()}
+            uow.commit(rows=failed)
+            return
 
-    forget_arrays(uow, uow.commit(update))
+        def update(s: Session) -> Deleted:
+            deleted = delete_pipeline_rows(uow, s, [pipeline_id], keep_logs=True)[1]
+            uow.catalog.mark_pipeline_failed(s, pipeline_id, error, now())
+            return deleted
+
+        forget_arrays(uow, uow.commit(update, rows=failed))
+    except BaseException:
+        uow.open[pipeline_id] = buf  # nothing was committed: the pipeline is as it was
+        raise
+
+
+def abandon_in_flight(uow: UnitOfWork) -> None:
+    """At close: record pipelines begun here and never committed as failed; drop other buffered rows.
+
+    Rows buffered for a pipeline already in the catalog (made visible by an
+    explicit ``flush()``) are discarded: closing never commits half a pipeline.
+    """
+    if not uow.open:
+        return
+    discarded = sorted(p for p, buf in uow.open.items() if buf.chains or buf.predictions)
+    for pipeline_id in sorted(uow.open):
+        if uow.open[pipeline_id].pipelines:  # never committed: record it, failed
+            fail_pipeline(uow, pipeline_id, "not completed: the store was closed before "
+                                            "complete_pipeline or fail_pipeline")
+    uow.open.clear()
+    if discarded:
+        warnings.warn(f"closed with pipeline(s) in flight, recorded as failed and their chains and "
+                      f"predictions discarded: {', '.join(discarded)}", RuntimeWarning, stacklevel=3)
 
 
 def delete_pipeline(uow: UnitOfWork, pipeline_id: str, delete_artifacts: bool) -> int:
     """Delete one pipeline with everything under it; return rows deleted."""
+
+    buf = _take_buffer(uow, pipeline_id)
+    if buf.pipelines:  # begun here and never committed: nothing is in the catalog
+        uow.pipelines.pop(pipeline_id, None)
+        return 0
 
     def delete(s: Session) -> tuple[int, Deleted, list[tuple[str, str]]]:
         count, deleted = delete_pipeline_rows(uow, s, [pipeline_id], keep_logs=False)
@@ -100,6 +157,10 @@ def delete_run(uow: UnitOfWork, run_id: str, delete_artifacts: bool) -> int:
         delete, after=lambda r: _remove_files(uow, r[2]), maintenance=True)
     for pid in pipeline_ids:
         uow.pipelines.pop(pid, None)
+    for pid, (owner, _) in list(uow.pipelines.items()):  # begun here, never committed
+        if owner == run_id:
+            _take_buffer(uow, pid)
+            uow.pipelines.pop(pid, None)
     uow.runs.discard(run_id)
     forget_arrays(uow, deleted)
     return count
@@ -129,7 +190,7 @@ def stranded_artifact_files(uow: UnitOfWork, s: Session) -> list[Path]:
     if not files and not others:
         return []
     known = uow.catalog.existing(s, "artifacts", "artifact_id", set(files)) if files else set()
-    known |= set(uow.pending.artifacts)
+    known |= set(uow.saved)
     stranded = [p for a, (_, p) in files.items() if a not in known] + [o.path for o in others]
     return stranded + [f.path for f in tmp_files(root)]
 
@@ -182,6 +243,6 @@ def compact_arrays(uow: UnitOfWork, dataset_name: str | None) -> int:
     Orphan rows come from a process that died between writing its arrays and
     committing its transaction.
     """
-    uow.commit()
+    uow.commit_ready()
     tombstone_orphans(uow, dataset_name)
     return uow.arrays.compact(dataset_name)

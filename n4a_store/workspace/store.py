@@ -5,11 +5,12 @@ Concurrency model (see docs/architecture.md):
 * Several processes (and, on PostgreSQL, several hosts) may open one store. The
   catalog backend arbitrates: DuckDB with a waitable file lock, PostgreSQL with
   transactions, row locks and an advisory lock between writers and gc.
-* Run and pipeline lifecycle calls commit at once. Rows that belong to a
-  pipeline (chains, predictions, arrays, logs, artifact claims) are buffered in
-  the process and committed together, in one transaction, by
-  ``complete_pipeline`` / ``fail_pipeline``, by any read through this store,
-  by :meth:`WorkspaceStore.flush` and by :meth:`WorkspaceStore.close`.
+* Run lifecycle calls commit at once. A pipeline's rows (its own row, chains,
+  predictions, arrays, logs) are buffered per pipeline and committed together,
+  in one transaction, by its ``complete_pipeline`` (or, failed, by
+  ``fail_pipeline``): another process sees all of a pipeline or nothing of it,
+  and nothing done to one pipeline commits or loses another's rows. Artifact
+  claims are the references committed chains hold, counted at that commit.
 * The facade only validates (:mod:`.writes`), buffers and commits
   (:mod:`.commit`) and delegates maintenance (:mod:`.maintenance`); all SQL lives
   in the catalog backend.
@@ -40,7 +41,7 @@ from ..catalog.columns import (
     filter_value,
     text_or_none,
 )
-from ..catalog.pending import PendingArtifact
+from ..catalog.pending import PendingArtifact, PendingWrites
 from ..errors import (
     ArtifactIntegrityError,
     ArtifactNotFoundError,
@@ -49,7 +50,7 @@ from ..errors import (
 )
 from . import maintenance, writes
 from .arrays_view import StoreArrays
-from .commit import UnitOfWork
+from .commit import REFS_KEY, UnitOfWork
 
 if TYPE_CHECKING:
     from ..config import StoreConfig
@@ -107,7 +108,8 @@ class WorkspaceStore:
 
     @property
     def _pending(self) -> Any:
-        return self._uow.pending
+        """Rows of finished pipelines waiting for the end of a ``batch()``."""
+        return self._uow.ready
 
     @property
     def uri(self) -> str:
@@ -134,26 +136,36 @@ class WorkspaceStore:
             raise InvalidInputError(f"workspace store {self.uri!r} is closed")
 
     def flush(self) -> None:
-        """Commit every buffered write of this process in one transaction."""
+        """Commit everything this store buffers now, in one transaction.
+
+        An explicit request: pipelines still in flight are committed as they are
+        (status ``running``), for a caller that hands a chain to another process
+        before the pipeline completes (the Dagster IO managers). Nothing else
+        commits a pipeline in flight: reads, other pipelines' calls, ``close()``
+        and the exit hook leave it buffered, so without ``flush()`` a pipeline
+        becomes visible all at once at its ``complete_pipeline``. Artifacts saved
+        but not named by a committed chain are stored without claims
+        (``gc_artifacts`` may collect them until a chain names them).
+        """
         with self._lock:
             self._check_open()
-            self._uow.commit()
+            self._uow.commit_all()
 
     def _read(self) -> Any:
-        """Flush buffered writes, then return a read session context."""
+        """Commit finished pipelines a batch deferred, then return a read session context."""
         self._check_open()
-        if not self._uow.pending.is_empty():
-            self._uow.commit()
+        if not self._uow.ready.is_empty():
+            self._uow.commit_ready()
         return self._catalog.reading()
 
     def batch(self) -> "_Batch":
         """Group the commits of many pipelines into one transaction.
 
-        Inside ``with store.batch():``, ``begin_pipeline`` and
-        ``complete_pipeline`` do not commit; everything is committed together
-        when the block exits (or earlier, by a read, ``flush()`` or when the
-        buffer grows past 20,000 rows). Each pipeline's rows still commit
-        atomically. Use it for bulk ingest; leave it out when other processes
+        Inside ``with store.batch():``, ``complete_pipeline`` does not commit;
+        the pipelines completed in the block are committed together when it exits
+        (or earlier, by a read, ``flush()`` or when they buffer more than 20,000
+        rows). Each pipeline's rows still commit atomically; pipelines still in
+        flight when the block exits stay buffered. Use it for bulk ingest; leave it out when other processes
         should see each pipeline as soon as it completes.
         """
         return _Batch(self)
@@ -199,17 +211,18 @@ class WorkspaceStore:
         self, run_id: str, name: str, expanded_config: Any,
         generator_choices: list, dataset_name: str, dataset_hash: str,
     ) -> str:
-        """Register a new pipeline execution under a run and return its id."""
+        """Register a new pipeline execution under a run and return its id.
+
+        The pipeline's row is committed with the rest of it, by ``complete_pipeline``
+        or ``fail_pipeline``; until then no other process sees it.
+        """
         _parent_id(run_id, "run_id")
         row = writes.pipeline_row(run_id, name, expanded_config, generator_choices, dataset_name,
                                   dataset_hash)
         with self._lock:
             self._check_open()
-            if self._uow.batch_depth:
-                self._uow.require_run(run_id)
-                self._uow.pending.pipelines[row["pipeline_id"]] = row
-            else:
-                self._uow.commit(lambda s: self._catalog.insert_pipeline(s, row))
+            self._uow.require_run(run_id)
+            self._uow.buffer(row["pipeline_id"]).pipelines[row["pipeline_id"]] = row
             self._uow.pipelines[row["pipeline_id"]] = (run_id, dataset_name)
         return row["pipeline_id"]
 
@@ -222,22 +235,31 @@ class WorkspaceStore:
         with self._lock:
             self._check_open()
             self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
-            if self._uow.batch_depth:
-                begun = self._uow.pending.pipelines.get(pipeline_id)
-                if begun is not None:
-                    begun.update(done, status="completed", completed_at=writes.now())
-                else:
-                    self._uow.pending.completions[pipeline_id] = {
-                        "pipeline_id": pipeline_id, **done, "completed_at": writes.now()}
-                self._uow.maybe_autoflush()
+            uow = self._uow
+            buf = uow.open.pop(pipeline_id, None) or PendingWrites()
+            begun = buf.pipelines.get(pipeline_id)
+            before = dict(begun) if begun is not None else None
+            if begun is not None:
+                begun.update(done, status="completed", completed_at=writes.now())
+            else:
+                buf.completions[pipeline_id] = {"pipeline_id": pipeline_id, **done,
+                                                "completed_at": writes.now()}
+            if uow.batch_depth:
+                uow.ready.merge(buf)
+                uow.maybe_autoflush()
                 return
-
-            def update(s: Session) -> None:
-                if not self._catalog.complete_pipeline(s, pipeline_id, now=writes.now(), **done):
-                    self._uow.pipelines.pop(pipeline_id, None)
-                    raise MissingParentError("pipeline", pipeline_id)
-
-            self._uow.commit(update)
+            try:
+                uow.commit(rows=buf)
+            except BaseException:
+                if begun is not None and before is not None:
+                    begun.clear()
+                    begun.update(before)
+                buf.completions.pop(pipeline_id, None)
+                uow.open[pipeline_id] = buf
+                raise
+            if pipeline_id in uow.lost:
+                uow.lost.discard(pipeline_id)
+                raise MissingParentError("pipeline", pipeline_id)
 
     def fail_pipeline(self, pipeline_id: str, error: str) -> None:
         """Mark a pipeline as failed, rolling back its chains, predictions and arrays.
@@ -267,7 +289,8 @@ class WorkspaceStore:
         """Store a preprocessing-to-model chain and return its id.
 
         Every artifact id the chain names must have been saved first
-        (``KeyError`` otherwise). The chain is committed with its pipeline.
+        (``KeyError`` otherwise). The chain is committed with its pipeline, and
+        then holds one claim per reference (see :func:`~.writes.chain_artifact_refs`).
         """
         row, referenced = writes.chain_row(pipeline_id, steps, model_step_idx, model_class,
                                            preprocessings, fold_strategy, fold_artifacts,
@@ -278,23 +301,34 @@ class WorkspaceStore:
             missing = self._uow.unknown_artifacts(referenced)
             if missing:
                 raise MissingParentError("artifact", missing[0])
-            self._uow.pending.chains.append(row)
+            row[REFS_KEY] = writes.chain_artifact_refs(decode_json_columns("chains", dict(row)))
+            self._uow.buffer(pipeline_id).chains.append(row)
             self._uow.chains.add(row["chain_id"])
-            self._uow.maybe_autoflush()
+            self._uow.maybe_autoflush(pipeline_id)
         return row["chain_id"]
 
     def get_chain(self, chain_id: str) -> dict | None:
         """Retrieve a chain by its identifier (JSON fields decoded), or None."""
         check_id(chain_id, "chain_id")
-        with self._lock, self._read() as s:
-            row = self._catalog.get_row(s, "chains", "chain_id", chain_id)
+        with self._lock:
+            row = self._uow.buffered_row("chains", "chain_id", chain_id)
+            if row is None:
+                with self._read() as s:
+                    row = self._catalog.get_row(s, "chains", "chain_id", chain_id)
         return decode_json_columns("chains", row) if row else None
 
     def get_chains_for_pipeline(self, pipeline_id: str) -> pl.DataFrame:
-        """List all chains belonging to a pipeline."""
+        """List all chains belonging to a pipeline (those of its buffer too, in this process)."""
         check_id(pipeline_id, "pipeline_id")
-        with self._lock, self._read() as s:
-            return self._catalog.chains_for_pipeline(s, pipeline_id)
+        with self._lock:
+            with self._read() as s:
+                frame = self._catalog.chains_for_pipeline(s, pipeline_id)
+            buf = self._uow.open.get(pipeline_id)
+            if buf is None or not buf.chains:
+                return frame
+            mine = pl.from_arrow(buf.table("chains"))
+            assert isinstance(mine, pl.DataFrame)
+            return pl.concat([frame, mine.select(frame.columns)], how="vertical_relaxed")
 
     # -- predictions --------------------------------------------------------------------
     def save_prediction(
@@ -329,10 +363,11 @@ class WorkspaceStore:
             if chain_id is not None:
                 self._uow.require_chain(_parent_id(chain_id, "chain_id"))
             row["run_id"] = run_id
-            self._uow.pending.predictions.append(row)
+            buf = self._uow.buffer(pipeline_id)
+            buf.predictions.append(row)
             if record is not None:
-                self._uow.pending.arrays.append(record)
-            self._uow.maybe_autoflush()
+                buf.arrays.append(record)
+            self._uow.maybe_autoflush(pipeline_id)
         return row["prediction_id"]
 
     # -- artifacts ----------------------------------------------------------------------
@@ -343,7 +378,11 @@ class WorkspaceStore:
         """Persist a binary artifact with content-addressed deduplication.
 
         Returns the SHA-256 of the serialised bytes; saving identical content
-        again returns the same id and adds one to its ``ref_count``.
+        again returns the same id. Claims (``ref_count``) are the references
+        committed chains hold: an artifact saved but not yet named by one holds
+        none. The process keeps its bytes until a chain of its own names it, and
+        stores it with that chain's commit (or at ``flush()``/``close()``,
+        unclaimed), so gc in between can never lose it.
         """
         return self.save_artifact_bytes(serialize(obj, format), operator_class, artifact_type, format)
 
@@ -364,26 +403,34 @@ class WorkspaceStore:
         relative = self._artifact_files.relative_path(artifact_id, format)
         with self._lock:
             self._check_open()
-            pending = self._uow.pending.artifacts
-            item = pending.get(artifact_id)
+            saved = self._uow.saved
+            item = saved.get(artifact_id)
             if item is not None:
-                item.claims += 1
+                item.saves += 1
             else:
-                pending[artifact_id] = PendingArtifact(
+                saved[artifact_id] = PendingArtifact(
                     row=writes.artifact_row(artifact_id, relative, operator_class, artifact_type,
                                             format, len(data)),
                     data=data)
-            self._uow.maybe_autoflush()
         return artifact_id
 
     def get_artifact(self, artifact_id: str) -> dict | None:
-        """The catalog row of an artifact, or None."""
+        """The catalog row of an artifact, or None.
+
+        An artifact saved by this process and not stored yet is shown as it will be
+        stored, with the claims it holds so far: none.
+        """
         check_id(artifact_id, "artifact_id")
-        with self._lock, self._read() as s:
-            return self._catalog.get_row(s, "artifacts", "artifact_id", artifact_id)
+        with self._lock:
+            with self._read() as s:
+                row = self._catalog.get_row(s, "artifacts", "artifact_id", artifact_id)
+            item = self._uow.saved.get(artifact_id)
+            if row is None and item is not None:
+                return {**item.row, "ref_count": 0}
+            return row
 
     def _artifact_format(self, artifact_id: str) -> str:
-        item = self._uow.pending.artifacts.get(artifact_id)
+        item = self._uow.saved.get(artifact_id)
         if item is not None:
             return item.row["format"]
         with self._catalog.reading() as s:
@@ -397,8 +444,8 @@ class WorkspaceStore:
         check_id(artifact_id, "artifact_id")
         with self._lock:
             self._check_open()
-            item = self._uow.pending.artifacts.get(artifact_id)
-            if item is not None:
+            item = self._uow.saved.get(artifact_id)
+            if item is not None and not item.stored:  # once stored, the file is what counts
                 return deserialize(item.data, item.row["format"])
             fmt = self._artifact_format(artifact_id)
         return self._artifact_files.load(artifact_id, fmt)
@@ -408,8 +455,8 @@ class WorkspaceStore:
         check_id(artifact_id, "artifact_id")
         with self._lock:
             self._check_open()
-            item = self._uow.pending.artifacts.get(artifact_id)
-            if item is not None:
+            item = self._uow.saved.get(artifact_id)
+            if item is not None and not item.stored:
                 return item.data
             fmt = self._artifact_format(artifact_id)
         return self._artifact_files.read_verified(artifact_id, fmt)
@@ -440,8 +487,9 @@ class WorkspaceStore:
         check_id(artifact_id, "artifact_id")
         with self._lock:
             self._check_open()
-            if artifact_id in self._uow.pending.artifacts:
-                self._uow.commit()
+            item = self._uow.saved.get(artifact_id)
+            if item is not None and not item.stored:
+                self._uow.commit_ready(unnamed=True)
             fmt = self._artifact_format(artifact_id)
         return self.workspace_path / self._artifact_files.relative_path(artifact_id, fmt)
 
@@ -458,8 +506,8 @@ class WorkspaceStore:
         with self._lock:
             self._check_open()
             self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
-            self._uow.pending.logs.append(row)
-            self._uow.maybe_autoflush()
+            self._uow.buffer(pipeline_id).logs.append(row)
+            self._uow.maybe_autoflush(pipeline_id)
 
     # -- queries ------------------------------------------------------------------------
     def get_run(self, run_id: str) -> dict | None:
@@ -483,8 +531,11 @@ class WorkspaceStore:
     def get_pipeline(self, pipeline_id: str) -> dict | None:
         """Retrieve a single pipeline record (JSON fields decoded), or None."""
         check_id(pipeline_id, "pipeline_id")
-        with self._lock, self._read() as s:
-            row = self._catalog.get_row(s, "pipelines", "pipeline_id", pipeline_id)
+        with self._lock:
+            row = self._uow.buffered_row("pipelines", "pipeline_id", pipeline_id)
+            if row is None:
+                with self._read() as s:
+                    row = self._catalog.get_row(s, "pipelines", "pipeline_id", pipeline_id)
         return decode_json_columns("pipelines", row) if row else None
 
     def list_pipelines(
@@ -506,14 +557,29 @@ class WorkspaceStore:
         check_id(prediction_id, "prediction_id")
         if not isinstance(load_arrays, bool):
             raise InvalidInputError(f"load_arrays must be True or False, got {load_arrays!r}")
-        with self._lock, self._read() as s:
-            row = self._catalog.get_row(s, "predictions", "prediction_id", prediction_id)
-            ref = self._catalog.prediction_array_ref(s, prediction_id) if row and load_arrays else None
-        if row is None:
-            return None
+        buffered: dict | None = None
+        with self._lock:
+            row = self._uow.buffered_row("predictions", "prediction_id", prediction_id)
+            if row is not None:
+                buffered = self._uow.buffered_row("arrays", "prediction_id", prediction_id) or {}
+                ref = None
+            else:
+                with self._read() as s:
+                    row = self._catalog.get_row(s, "predictions", "prediction_id", prediction_id,
+                                                with_array_ref=load_arrays)
+                if row is None:
+                    return None
+                ref = (row["dataset_name"], row.pop("array_ref", None))
+        if buffered is not None:
+            record = decode_json_columns("predictions", {k: v for k, v in row.items()
+                                                          if not k.startswith("_") and k != "array_ref"})
+            if load_arrays:
+                for key in _ARRAY_KEYS:
+                    record[key] = buffered.get(key)
+            return record
         record = decode_json_columns("predictions", row)
         if load_arrays:
-            dataset, array_ref = ref if ref else (record["dataset_name"], None)
+            dataset, array_ref = ref
             arrays = self.array_store.load_ref(prediction_id, dataset, array_ref)
             for key in _ARRAY_KEYS:
                 record[key] = None if arrays is None else arrays[key]
@@ -782,7 +848,7 @@ class WorkspaceStore:
             raise InvalidInputError("backup destination must be outside the workspace")
         with self._lock:
             self._check_open()
-            self._uow.commit()
+            self._uow.commit_ready(unnamed=True)
             if self.backend != "duckdb":
                 from ..transfer import export_store
 
@@ -796,16 +862,22 @@ class WorkspaceStore:
         """Reclaim unused space in the catalog (DuckDB: VACUUM + CHECKPOINT; PostgreSQL: VACUUM)."""
         with self._lock:
             self._check_open()
-            self._uow.commit()
+            self._uow.commit_ready(unnamed=True)
             self._catalog.vacuum()
 
     def close(self) -> None:
-        """Commit buffered writes and release the catalog connection and lock."""
+        """Commit what :meth:`flush` commits, then release the catalog connection and lock.
+
+        Pipelines begun here and still in flight are recorded as failed (their
+        logs kept, their other rows discarded) with a ``RuntimeWarning``: a
+        pipeline is committed whole by ``complete_pipeline`` or not at all.
+        """
         with self._lock:
             if self._closed:
                 return
             try:
-                self._uow.commit()
+                self._uow.commit_ready(unnamed=True)
+                maintenance.abandon_in_flight(self._uow)
             finally:
                 self._closed = True
                 self._catalog.close()
@@ -835,7 +907,7 @@ class _Batch:
         with self.store._lock:
             self.store._uow.batch_depth -= 1
             if self.store._uow.batch_depth == 0 and not self.store._closed:
-                self.store._uow.commit()
+                self.store._uow.commit_ready()
 
 
 @atexit.register

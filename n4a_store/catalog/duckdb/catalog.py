@@ -135,15 +135,15 @@ class DuckDBCatalog(SqlCatalog):
     def text_contains(self, column: str, needle: str) -> str:
         return f"contains({column}, {needle})"
 
-    def add_artifact_claims(self, session: Session, rows: pa.Table) -> None:
-        """Add claims to known artifacts, insert new ones (cheaper than ON CONFLICT in DuckDB)."""
+    def insert_artifacts(self, session: Session, rows: pa.Table) -> set[str]:
+        """One INSERT ... WHERE NOT EXISTS ... RETURNING (writers are serialised by the file lock)."""
         con = session.con  # type: ignore[attr-defined]
-        n4a_claims = rows  # noqa: F841 - found by DuckDB's replacement scan
-        con.execute("UPDATE artifacts SET ref_count = artifacts.ref_count + p.ref_count "
-                    "FROM n4a_claims p WHERE artifacts.artifact_id = p.artifact_id")
+        n4a_artifacts = rows  # noqa: F841 - found by DuckDB's replacement scan
         columns = ", ".join(rows.column_names)
-        con.execute(f"INSERT INTO artifacts ({columns}) SELECT {columns} FROM n4a_claims p "
-                    "WHERE NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.artifact_id = p.artifact_id)")
+        return {r[0] for r in con.execute(
+            f"INSERT INTO artifacts ({columns}) SELECT {columns} FROM n4a_artifacts p "
+            "WHERE NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.artifact_id = p.artifact_id) "
+            "RETURNING artifact_id").fetchall()}
 
     def apply_completions(self, session: Session, rows: pa.Table) -> None:
         """Mark many pipelines completed in one UPDATE ... FROM an Arrow table."""

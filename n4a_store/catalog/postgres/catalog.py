@@ -280,16 +280,37 @@ class PostgresCatalog(SqlCatalog):
     def array_has(self, column: str) -> str:
         return f"CAST(? AS TEXT) = ANY({column})"
 
-    def add_artifact_claims(self, session: Session, rows: pa.Table) -> None:
-        """Upsert claims in artifact-id order (concurrent writers lock rows in one order)."""
+    def add_artifact_claims(self, session: Session, rows: pa.Table, claims: dict[str, int]) -> None:
+        """Upsert saved artifacts in id order with their claims, then add the other claims.
+
+        ``ON CONFLICT`` makes a concurrent writer storing the same content wait
+        for this one and add its claims; rows are locked in id order, so writers
+        sharing artifacts do not deadlock on them.
+        """
+        if rows.num_rows:
+            names = rows.column_names
+            placeholders = ", ".join(["%s"] * len(names))
+            sql = (f"INSERT INTO artifacts ({', '.join(names)}) VALUES ({placeholders}) "
+                   "ON CONFLICT (artifact_id) DO UPDATE SET ref_count = artifacts.ref_count + "
+                   "EXCLUDED.ref_count")
+            ordered = sorted(rows.to_pylist(), key=lambda r: r["artifact_id"])
+            with session.con.cursor() as cur:  # type: ignore[attr-defined]
+                cur.executemany(sql, [[r[n] for n in names] for r in ordered])
+        if claims:
+            super().add_artifact_claims(session, rows.slice(0, 0), claims)
+
+    def insert_artifacts(self, session: Session, rows: pa.Table) -> set[str]:
+        """Insert absent artifact rows (``ON CONFLICT DO NOTHING``); return the ids inserted."""
         names = rows.column_names
         placeholders = ", ".join(["%s"] * len(names))
         sql = (f"INSERT INTO artifacts ({', '.join(names)}) VALUES ({placeholders}) "
-               "ON CONFLICT (artifact_id) DO UPDATE SET ref_count = artifacts.ref_count + "
-               "EXCLUDED.ref_count")
-        ordered = sorted(rows.to_pylist(), key=lambda r: r["artifact_id"])
+               "ON CONFLICT (artifact_id) DO NOTHING RETURNING artifact_id")
+        inserted: set[str] = set()
         with session.con.cursor() as cur:  # type: ignore[attr-defined]
-            cur.executemany(sql, [[r[n] for n in names] for r in ordered])
+            for r in sorted(rows.to_pylist(), key=lambda r: r["artifact_id"]):
+                cur.execute(sql, [r[n] for n in names])
+                inserted.update(x[0] for x in cur.fetchall())
+        return inserted
 
     def apply_completions(self, session: Session, rows: pa.Table) -> None:
         """Mark pipelines completed with one pipelined executemany."""
