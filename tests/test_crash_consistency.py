@@ -162,8 +162,6 @@ def test_repair_reclaims_what_the_kills_left_and_verify_is_clean(campaign: dict[
 
 
 @pytest.mark.parametrize("category", SPEED_DEPENDENT)
-@pytest.mark.xfail(strict=False, reason="issue 9 defects 3 (two pipelines in flight not atomic) and "
-                   "4 (claims leak) are fixed on branch speed; passes once it is merged")
 def test_claims_equal_references_and_no_partial_pipeline_after_any_kill(
         campaign: dict[str, Any], category: str) -> None:
     assert campaign["violations"][category] == []

@@ -175,8 +175,6 @@ def test_repair_after_the_stress_leaves_a_clean_workspace(stressed: dict[str, An
 
 
 @pytest.mark.parametrize("category", SPEED_DEPENDENT)
-@pytest.mark.xfail(strict=False, reason="issue 9 defects 3 (two pipelines in flight not atomic) and "
-                   "4 (claims leak) are fixed on branch speed; passes once it is merged")
 def test_claims_equal_references_and_no_partial_pipeline(stressed: dict[str, Any],
                                                          category: str) -> None:
     assert stressed["violations"][category] == []

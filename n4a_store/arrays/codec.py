@@ -46,6 +46,15 @@ SCHEMA = pa.schema(
 
 ARRAY_KEYS = ("y_true", "y_pred", "y_proba", "sample_indices", "weights")
 
+#: Parquet writer settings: dictionary encoding and statistics only on the metadata
+#: columns; on the float/int list columns they cost ~3.5x on the write and ~20% in size
+#: and no reader uses them (rows are found through the id index).
+WRITER_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": [name for name, _ in META_FIELDS],
+    "write_statistics": ["prediction_id"],
+}
+
 
 def _as_1d(value: Any, key: str, pid: str) -> np.ndarray:
     try:

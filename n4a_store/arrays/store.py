@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from ..errors import InvalidInputError
 from ..fileio import atomic_path, write_atomic
 from .base import StagedArrays
-from .codec import SCHEMA, normalize_record, records_to_table, rows_to_records
+from .codec import SCHEMA, WRITER_OPTIONS, normalize_record, records_to_table, rows_to_records
 from .index import DatasetIndex
 from .layout import (
     ROW_GROUP_SIZE,
@@ -92,7 +92,7 @@ class ArrayStore:
                 name = new_part_name()  # atomic_path creates the directory durably
                 final = directory / name
                 with atomic_path(final) as tmp:
-                    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
+                    pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, **WRITER_OPTIONS)
                 written.append(final)
                 for row, original in enumerate(originals[dataset]):
                     original["_location"] = (name, row)
@@ -330,7 +330,7 @@ class ArrayStore:
             removed = 0
             seen: set[str] = set()
             with atomic_path(directory / name) as tmp:
-                with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
+                with pq.ParquetWriter(tmp, SCHEMA, **WRITER_OPTIONS) as writer:
                     for file_name in reversed(files):  # newest first: newest copy of an id wins
                         handle = pq.ParquetFile(directory / file_name)
                         for group in range(handle.metadata.num_row_groups):
