@@ -268,7 +268,10 @@ def workspace_verified(n4a_store: N4AStoreResource) -> AssetCheckResult:
         return report_outcome(store.verify()).as_result()
 
 
-ASSET_CHECKS = [predictions_have_arrays, artifacts_intact, workspace_verified]
+#: ``workspace_verified`` is not attached by default: it would run on every materialization of
+#: the sweep run and hash the whole workspace; add it to a Definitions' asset_checks to use it
+ASSET_CHECKS = [predictions_have_arrays, artifacts_intact]
+OPTIONAL_CHECKS = [workspace_verified]
 CHECK_KEYS = {
     WORKSPACE_VERIFIED: AssetCheckKey(SWEEP_RUN, WORKSPACE_VERIFIED),
     PREDICTIONS_HAVE_ARRAYS: AssetCheckKey(PREDICTION_ARRAYS, PREDICTIONS_HAVE_ARRAYS),
