@@ -237,14 +237,15 @@ def main() -> None:
               f"{plain['store_s']:.1f} s = {100 * plain['store_s'] / plain['wall_s']:.0f}% "
               f"of the work; {per_pipeline:.2f} s per pipeline; metadata plots "
               f"{plain['plots_s']:.2f} s per pipeline (Dagster steps only)", flush=True)
-        variants: list[tuple[str, dict, int]] = [
-            (f"multiprocess x{cores}", multiprocess_run_config(cores), 0)]
-        variants += [(f"celery x{w}", celery_run_config(), w) for w in args.workers]
+        variants: list[tuple[str, Any, int]] = [
+            (f"multiprocess x{cores}", lambda: multiprocess_run_config(cores), 0)]
+        variants += [(f"celery x{w}", celery_run_config, w) for w in args.workers]
         print(f"  {'variant':<16} {'wall s':>7} {'vs plain':>8} {'pick-up s':>9} "
               f"{'step s':>7} {'pipeline s':>10} {'plots s':>7} {'Dagster s/step':>14}")
-        for label, run_config, workers in variants:
+        for label, make_run_config, workers in variants:
             tag = label.replace(" ", "_")
             with fresh_cluster(args.postgres, args.broker, root, tag) as (settings, home):
+                run_config = make_run_config()  # after the cluster's queue is in the env
                 if workers:
                     with WorkerPool(settings, workers, root / tag / "workers"):
                         wall, run_id = run_dagster(settings, home, config, run_config)
