@@ -28,6 +28,7 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 from n4a_store import WorkspaceStore
+from n4a_store.errors import MissingParentError
 
 DATASET = "wheat"
 
@@ -162,7 +163,11 @@ def run_writer(location: str, ack_path: str, seed: int, *, maintenance: bool = T
             chain = store.get_chains_for_pipeline(pid)
             if chain.height:
                 out = store.workspace_path / "exports" / f"{pid}.n4a"
-                store.export_chain(chain["chain_id"][0], out)
+                try:
+                    store.export_chain(chain["chain_id"][0], out)
+                except MissingParentError:  # another process deleted the pipeline meanwhile
+                    if store.get_chain(chain["chain_id"][0]) is not None:
+                        raise
             store.export_predictions_parquet(store.workspace_path / "exports" / "preds.parquet",
                                              pipeline_id=pid)
         else:

@@ -297,11 +297,10 @@ def test_verify_job_reports_repairs_and_the_asset_check_reads_the_same_report(wo
     from n4a_dagster.jobs import verify_job
 
     with WorkspaceStore(workspace) as store:
-        run = store.begin_run("r", {}, [])
-        pid = store.begin_pipeline(run, "p", {}, [], "wheat", "h")
-        store.save_artifact({"leaked": 1}, "dict", "model")
-        store.flush()  # a claim with no chain: repairable
-        store.complete_pipeline(pid, 0.1, 0.1, "rmse", 1)
+        # a claim count that no longer equals the chains' references: repairable
+        store._uow.commit(lambda s: s.execute(
+            "UPDATE artifacts SET ref_count = ref_count + 5 "
+            "WHERE artifact_id = (SELECT min(artifact_id) FROM artifacts)", []))
     resource = N4AStoreResource(workspace=str(workspace))
     failed = verify_job.execute_in_process(instance=instance, resources={"n4a_store": resource},
                                            raise_on_error=False)

@@ -112,7 +112,12 @@ def collect_chain(store: Any, chain_id: str) -> ChainExport:
     chain = json_ready({key: row.get(key) for key in CHAIN_KEYS})
     export = ChainExport(chain=chain, source=_source(store, row))
     for aid in chain_artifact_ids(chain):
-        export.artifacts[aid] = read_artifact_bytes(store, aid, chain_id)
+        try:
+            export.artifacts[aid] = read_artifact_bytes(store, aid, chain_id)
+        except ArtifactNotFoundError:
+            if store.get_chain(chain_id) is None:  # deleted (and collected) while being read
+                raise MissingParentError("chain", chain_id) from None
+            raise
     return export
 
 
