@@ -19,7 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import polars as pl
 import pyarrow as pa
@@ -283,14 +283,7 @@ class SqlCatalog(ABC):
 
     def release_claims(self, s: Session, refs: Iterable[str]) -> None:
         """Withdraw one claim per reference (never below zero)."""
-        counts = Counter(refs)
-        if not counts:
-            return
-        ids, decrements = zip(*sorted(counts.items()))
-        s.execute(
-            "UPDATE artifacts SET ref_count = greatest(artifacts.ref_count - d.n, 0) "
-            f"FROM (SELECT unnest({self.text_array()}) AS id, unnest({self.bigint_array()}) AS n) d "
-            "WHERE artifacts.artifact_id = d.id", [list(ids), list(decrements)])
+        self._update_ref_counts(s, Counter(refs), "greatest(artifacts.ref_count - d.n, 0)")
 
     def collect_dead_artifacts(self, s: Session, keep: set[str]) -> list[tuple[str, str]]:
         """Delete rows of artifacts with no claims and no chain naming them; return (id, format)."""
@@ -514,11 +507,16 @@ class SqlCatalog(ABC):
 
     def set_ref_counts(self, s: Session, counts: dict[str, int]) -> None:
         """Set the claim count of some artifacts (a repair recounting claims from the chains)."""
+        self._update_ref_counts(s, counts, "d.n")
+
+    def _update_ref_counts(self, s: Session, counts: Mapping[str, int], expression: str) -> None:
+        """``ref_count = expression`` for each artifact in ``counts``, one statement
+        (``d.n`` is the artifact's number in ``counts``)."""
         if not counts:
             return
         ids, values = zip(*sorted(counts.items()))
         s.execute(
-            "UPDATE artifacts SET ref_count = d.n "
+            f"UPDATE artifacts SET ref_count = {expression} "
             f"FROM (SELECT unnest({self.text_array()}) AS id, unnest({self.bigint_array()}) AS n) d "
             "WHERE artifacts.artifact_id = d.id", [list(ids), list(values)])
 

@@ -83,7 +83,7 @@ class StoreArrays:
         """prediction id -> (the buffer holding it, its buffered row), over every buffer."""
         uow = self._store._uow
         found: dict[str, tuple[Any, dict]] = {}
-        for buf in (*uow.open.values(), uow.ready):
+        for buf in uow.buffers():
             for row in buf.predictions:
                 found[row["prediction_id"]] = (buf, row)
         return found
@@ -95,7 +95,7 @@ class StoreArrays:
         if store._closed:
             return {}
         uow = store._uow
-        return {a["prediction_id"]: dict(a) for buf in (*uow.open.values(), uow.ready)
+        return {a["prediction_id"]: dict(a) for buf in uow.buffers()
                 for a in buf.arrays if a.get("dataset_name") == dataset_name}
 
     def load(self, prediction_id: str, dataset_name: str) -> dict | None:

@@ -77,13 +77,17 @@ class UnitOfWork:
             buf = self.open[pipeline_id] = PendingWrites()
         return buf
 
+    def buffers(self) -> tuple[PendingWrites, ...]:
+        """Every buffer of this store: pipelines in flight, then the batch's finished ones."""
+        return (*self.open.values(), self.ready)
+
     def buffered_row(self, table: str, key: str, value: Any) -> dict[str, Any] | None:
         """A row this process buffers (read-your-writes by id), or None.
 
         ``table`` is ``pipelines``, ``chains``, ``predictions`` or ``arrays`` (the
         array records of buffered predictions).
         """
-        for buf in (*self.open.values(), self.ready):
+        for buf in self.buffers():
             if table == "pipelines":
                 found = buf.pipelines.get(value)
                 if found is not None:

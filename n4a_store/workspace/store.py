@@ -310,12 +310,7 @@ class WorkspaceStore:
     def get_chain(self, chain_id: str) -> dict | None:
         """Retrieve a chain by its identifier (JSON fields decoded), or None."""
         check_id(chain_id, "chain_id")
-        with self._lock:
-            row = self._uow.buffered_row("chains", "chain_id", chain_id)
-            if row is None:
-                with self._read() as s:
-                    row = self._catalog.get_row(s, "chains", "chain_id", chain_id)
-        return decode_json_columns("chains", row) if row else None
+        return self._decoded_row("chains", "chain_id", chain_id)
 
     def get_chains_for_pipeline(self, pipeline_id: str) -> pl.DataFrame:
         """List all chains belonging to a pipeline (those of its buffer too, in this process)."""
@@ -531,12 +526,16 @@ class WorkspaceStore:
     def get_pipeline(self, pipeline_id: str) -> dict | None:
         """Retrieve a single pipeline record (JSON fields decoded), or None."""
         check_id(pipeline_id, "pipeline_id")
+        return self._decoded_row("pipelines", "pipeline_id", pipeline_id)
+
+    def _decoded_row(self, table: str, key: str, value: str) -> dict | None:
+        """One row by id, this process's buffered rows first (read-your-writes), JSON decoded."""
         with self._lock:
-            row = self._uow.buffered_row("pipelines", "pipeline_id", pipeline_id)
+            row = self._uow.buffered_row(table, key, value)
             if row is None:
                 with self._read() as s:
-                    row = self._catalog.get_row(s, "pipelines", "pipeline_id", pipeline_id)
-        return decode_json_columns("pipelines", row) if row else None
+                    row = self._catalog.get_row(s, table, key, value)
+        return decode_json_columns(table, row) if row else None
 
     def list_pipelines(
         self, run_id: str | None = None, dataset_name: str | None = None,
