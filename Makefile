@@ -28,8 +28,11 @@ cluster: $(STAMP)
 ui: $(STAMP)
 	DAGSTER_HOME=$(CURDIR)/.dagster_home N4A_WORKSPACE=$(CURDIR)/workspace $(BIN)/dagster dev -w workspace.yaml
 
+# the suite in TEST_WORKERS processes (pytest-xdist), each test file on one worker
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep_ingest.py

@@ -307,13 +307,20 @@ def _print_ranking(console: Any, records: list[dict[str, Any]], *, wide: bool,
 
 
 def _print_failures(summary: Any) -> None:
+    """Each failed pipeline (name, dataset, id) with its error on its own wrapped lines.
+
+    Not a table: an error squeezed into a column of an 80-column terminal reads as
+    one word per line and loses its end.
+    """
     console = _console(stderr=True)
-    rows = [[r.name, r.dataset_name, (r.error or "").splitlines()[0][:160], r.pipeline_id]
-            for r in summary.failures[:20]]
-    console.print(_table(f"{summary.n_failed} pipeline(s) failed", ["pipeline", "dataset", "error",
-                                                                      "pipeline_id"], rows))
+    console.print(f"{summary.n_failed} pipeline(s) failed:", markup=False)
+    for r in summary.failures[:20]:
+        error = (r.error or "").splitlines()[0][:300] if r.error else "(no error recorded)"
+        console.print(f"  {r.name}  {r.dataset_name}  {r.pipeline_id}", markup=False)
+        console.print(f"    {error}", markup=False)
     if summary.n_failed > 20:
-        console.print(f"... and {summary.n_failed - 20} more (n4a show {summary.run_id})")
+        console.print(f"... and {summary.n_failed - 20} more (n4a show {summary.run_id})",
+                      markup=False)
 
 
 # --------------------------------------------------------------------------- listings

@@ -160,7 +160,7 @@ def test_exit_codes_and_messages(tmp_path: Path):
         {"class": PLS, "params": {"n_components": {"_or_": [2, 500]}}}]}))
     result = _invoke("sweep", str(failing), "-w", str(tmp_path / "ws"), "--no-progress")
     assert result.exit_code == 1
-    assert "1 pipeline(s) failed" in result.output and "n_components" in result.output
+    assert "1 pipeline(s) failed" in result.output and "n_components" in result.output, result.output
     unknown = _invoke("show", "0123456789abcdef", "-w", str(tmp_path / "ws"))
     assert unknown.exit_code == 1 and "no run, pipeline, chain or prediction" in unknown.output
 

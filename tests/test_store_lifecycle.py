@@ -159,6 +159,19 @@ def test_delete_pipeline(store, fitted, regression_data):
     assert store.get_pipeline(ids["pipeline_id"]) is None
     assert store.artifact_stats()["count"] == 0
     assert not list((store.workspace_path / "artifacts").rglob("*.joblib"))
+    assert store.delete_pipeline(ids["pipeline_id"]) == 0  # idempotent, like delete_run
+
+
+def test_two_processes_deleting_one_pipeline_both_succeed(workspace, fitted, regression_data):
+    first, second = WorkspaceStore(workspace), WorkspaceStore(workspace)
+    run_id = first.begin_run("exp", {}, [])
+    pid = write_pipeline(first, run_id, fitted, regression_data)["pipeline_id"]
+    assert second.get_pipeline(pid) is not None  # the second store knows (and caches) it
+    assert first.delete_pipeline(pid) == 17
+    assert second.delete_pipeline(pid) == 0
+    assert second.query_predictions().height == 0
+    first.close()
+    second.close()
 
 
 def _catalog_digest(workspace):

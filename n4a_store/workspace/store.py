@@ -272,10 +272,17 @@ class WorkspaceStore:
             maintenance.fail_pipeline(self._uow, pipeline_id, text_or_none(str(error), "error") or "")
 
     def delete_pipeline(self, pipeline_id: str, delete_artifacts: bool = True) -> int:
-        """Delete one pipeline and its chains, predictions, arrays and logs; return rows deleted."""
+        """Delete one pipeline and its chains, predictions, arrays and logs; return rows deleted.
+
+        Deleting is idempotent, as ``delete_run`` and ``delete_prediction`` are: a pipeline
+        that does not exist (another process deleted it first) deletes nothing and returns 0.
+        """
         with self._lock:
             self._check_open()
-            self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
+            try:
+                self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
+            except MissingParentError:
+                return 0
             return maintenance.delete_pipeline(self._uow, pipeline_id, delete_artifacts)
 
     # -- chains -------------------------------------------------------------------------
