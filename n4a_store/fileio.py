@@ -30,7 +30,7 @@ from typing import Iterator
 
 __all__ = [
     "DirectorySyncs", "atomic_path", "batched_directory_syncs", "fsync_directory",
-    "fsync_file", "write_atomic",
+    "fsync_file", "joined_directory_syncs", "write_atomic",
 ]
 
 _state = threading.local()
@@ -63,23 +63,45 @@ def fsync_directory(path: Path) -> None:
 
 
 class DirectorySyncs:
-    """Directories whose fsync is deferred to the end of a :func:`batched_directory_syncs` block."""
+    """Directories whose fsync is deferred to the end of a :func:`batched_directory_syncs` block.
+
+    Safe to share between threads (see :func:`joined_directory_syncs`).
+    """
 
     def __init__(self) -> None:
         self.pending: set[Path] = set()
         self.synced = 0
+        self._mutex = threading.Lock()
 
     def add(self, directory: Path) -> None:
         """Remember ``directory`` for the final fsync."""
-        self.pending.add(Path(directory))
+        with self._mutex:
+            self.pending.add(Path(directory))
+
+    def take(self) -> list[Path]:
+        """The remembered directories, forgotten here (the caller syncs them)."""
+        with self._mutex:
+            directories, self.pending = sorted(self.pending), set()
+            self.synced += len(directories)
+        return directories
 
     def flush(self) -> int:
         """Fsync every remembered directory once; return how many were synced."""
-        directories, self.pending = sorted(self.pending), set()
+        directories = self.take()
         for directory in directories:
             fsync_directory(directory)
-        self.synced += len(directories)
         return len(directories)
+
+
+@contextmanager
+def joined_directory_syncs(syncs: DirectorySyncs) -> Iterator[DirectorySyncs]:
+    """Defer this thread's directory fsyncs into ``syncs`` (owned and flushed by the caller)."""
+    outer = getattr(_state, "syncs", None)
+    _state.syncs = syncs
+    try:
+        yield syncs
+    finally:
+        _state.syncs = outer
 
 
 @contextmanager

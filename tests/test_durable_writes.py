@@ -85,3 +85,34 @@ def test_pipeline_commit_syncs_every_new_file_and_each_directory_once(
     assert len(dirs) == len(set(dirs))                # each directory once per commit
     expected = {str(Path(p).parent) for p in store_files}
     assert expected <= set(dirs)
+
+
+def test_a_file_write_failing_on_a_helper_thread_fails_the_commit_and_leaves_nothing(
+        workspace, fitted, regression_data, monkeypatch):
+    """Commit files are written on helper threads; one failing write rolls everything back."""
+    from n4a_store.artifacts.files import ArtifactFiles
+
+    store = WorkspaceStore(workspace)
+    run_id = store.begin_run("r", {}, [])
+    real = ArtifactFiles.write
+    calls = []
+
+    def failing_write(self, artifact_id, fmt, data):
+        calls.append(artifact_id)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, artifact_id, fmt, data)
+
+    monkeypatch.setattr(ArtifactFiles, "write", failing_write)
+    with pytest.raises(OSError, match="No space left"):
+        write_pipeline(store, run_id, fitted, regression_data)
+    assert store.list_pipelines().height == 0 or store.list_pipelines()["status"][0] != "completed"
+    assert not list((workspace / "artifacts").rglob("*.joblib"))  # written ones were removed
+    assert not list((workspace / "arrays").rglob("*.parquet"))  # the staged part too
+    assert not list(workspace.rglob("*.tmp"))
+    monkeypatch.setattr(ArtifactFiles, "write", real)
+    [pid] = list(store._uow.open)  # the pipeline's rows stayed buffered: the retry commits them
+    store.complete_pipeline(pid, 0.1, 0.2, "rmse", 5)
+    assert store.query_predictions(pipeline_id=pid).height == 9
+    assert store.verify().ok
+    store.close()

@@ -21,10 +21,16 @@ from ..catalog.base import Session
 
 @dataclass
 class StagedArrays:
-    """Arrays written for one commit: their references, and how to undo the write."""
+    """Arrays staged for one commit: their references, the file work left, and its undo.
+
+    ``write``, when set, is file work the backend left for the caller to run before
+    COMMIT: it touches no catalog session, so the store runs it on another thread while
+    the catalog rows are inserted (the references are known before the bytes land).
+    """
 
     refs: dict[str, str | None] = field(default_factory=dict)
     undo: Callable[[], None] | None = None
+    write: Callable[[], None] | None = None
 
     def discard(self) -> None:
         """Remove what was written (the catalog transaction failed)."""
@@ -37,8 +43,13 @@ class ArrayBackend(Protocol):
 
     kind: str
 
-    def stage(self, records: list[dict[str, Any]], session: Session) -> StagedArrays:
-        """Write validated records as part of the catalog transaction ``session``."""
+    def stage(self, records: list[dict[str, Any]], session: Session, *,
+              defer_files: bool = False) -> StagedArrays:
+        """Write validated records as part of the catalog transaction ``session``.
+
+        With ``defer_files``, a backend that writes files may leave that work in the
+        returned ``StagedArrays.write`` for the caller to run before COMMIT.
+        """
         ...
 
     def save_batch(self, records: list[dict]) -> None:

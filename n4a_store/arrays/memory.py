@@ -54,7 +54,8 @@ class MemoryArrays:
                 if not rows:
                     self._rows.pop(dataset, None)
 
-    def stage(self, records: list[dict[str, Any]], session: object = None) -> StagedArrays:
+    def stage(self, records: list[dict[str, Any]], session: object = None, *,
+              defer_files: bool = False) -> StagedArrays:
         """Store records; the undo puts back what was there before."""
         before = self._put(records)
         return StagedArrays(refs={pid: None for _, pid in before}, undo=lambda: self._restore(before))

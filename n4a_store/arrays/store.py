@@ -73,6 +73,15 @@ class ArrayStore:
         Each record dict gets ``_location = (file name, row)`` set in place: a
         hint that lets :meth:`load_at` read it without the index.
         """
+        plan = self._plan(records)
+        self._write(plan)
+        return [path for path, _, _ in plan]
+
+    def _plan(self, records: list[dict]) -> list[tuple[Path, pa.Table, str]]:
+        """Validate ``records`` and choose their files: (final path, table, dataset) per dataset.
+
+        Nothing is written; every record gets its ``_location`` hint.
+        """
         normalized = [normalize_record(r) for r in records]
         seen: set[str] = set()
         for r in normalized:
@@ -84,35 +93,49 @@ class ArrayStore:
         for r, original in zip(normalized, records):
             by_dataset[r["dataset_name"]].append(r)
             originals[r["dataset_name"]].append(original)
-        tables = {ds: records_to_table(rs) for ds, rs in by_dataset.items()}
+        plan = []
+        for dataset, rows in by_dataset.items():
+            name = new_part_name()
+            for row, original in enumerate(originals[dataset]):
+                original["_location"] = (name, row)
+            final = self.root / dataset_dirname(dataset) / name
+            plan.append((final, records_to_table(rows), dataset))
+        return plan
+
+    def _write(self, plan: list[tuple[Path, pa.Table, str]]) -> None:
+        """Write planned files durably (atomic_path creates directories durably); undo on failure."""
         written: list[Path] = []
         try:
-            for dataset, table in tables.items():
-                directory = self.root / dataset_dirname(dataset)
-                name = new_part_name()  # atomic_path creates the directory durably
-                final = directory / name
+            for final, table, dataset in plan:
                 with atomic_path(final) as tmp:
                     pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, **WRITER_OPTIONS)
                 written.append(final)
-                for row, original in enumerate(originals[dataset]):
-                    original["_location"] = (name, row)
                 with self._mutex:
                     index = self._indexes.get(dataset)
                     if index is not None:
-                        index.add_file(name, table.column("prediction_id").to_pylist())
+                        index.add_file(final.name, table.column("prediction_id").to_pylist())
         except BaseException:
             self.discard_files(written)
             raise
-        return written
 
-    def stage(self, records: list[dict], session: object = None) -> StagedArrays:
-        """Write records for a catalog commit; references are ``<file>#<row>``."""
-        written = self.write_batch(records)
+    def stage(self, records: list[dict], session: object = None, *,
+              defer_files: bool = False) -> StagedArrays:
+        """Write records for a catalog commit; references are ``<file>#<row>``.
+
+        With ``defer_files`` the files are written by the returned ``write`` (which the
+        caller runs before COMMIT, on any thread); otherwise before this returns.
+        """
+        plan = self._plan(records)
         refs = {}
         for record in records:
             name, row = record.pop("_location")
             refs[record["prediction_id"]] = f"{name}#{row}"
-        return StagedArrays(refs=refs, undo=lambda: self.discard_files(written))
+        paths = [path for path, _, _ in plan]
+        if not defer_files:
+            self._write(plan)
+            return StagedArrays(refs=refs, undo=lambda: self.discard_files(paths))
+        return StagedArrays(refs=refs, undo=lambda: self.discard_files(paths),
+                            write=lambda: self._write(plan))
 
     def discard_files(self, paths: list[Path]) -> None:
         """Remove files returned by :meth:`write_batch` (rollback of a failed commit)."""

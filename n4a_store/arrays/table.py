@@ -61,7 +61,8 @@ class TableArrays:
         self.catalog = catalog
 
     # -- writing ------------------------------------------------------------------
-    def stage(self, records: list[dict[str, Any]], session: Session) -> StagedArrays:
+    def stage(self, records: list[dict[str, Any]], session: Session, *,
+              defer_files: bool = False) -> StagedArrays:
         """Insert rows inside the caller's transaction; its rollback is the undo."""
         table = _table_for(records)
         self._replace(session, table)

@@ -21,8 +21,10 @@ the process wait in :attr:`UnitOfWork.artifacts` until a chain names them.
 4. rows are bulk-inserted (one statement per table), completions applied, then an
    optional ``extra(session)``.
 
-Every file written for the commit is fsynced (in parallel), renamed and its
-directory synced once, right before COMMIT (:func:`~n4a_store.fileio.batched_directory_syncs`).
+The files of a commit (new artifacts, array parts) are written on a helper thread
+(:class:`~.file_work.FileWork`) while the rows are inserted: each is fsynced, renamed
+and its directory synced once (:func:`~n4a_store.fileio.batched_directory_syncs`),
+and COMMIT waits until they are durable.
 If anything fails, the transaction rolls back, files written for it are removed
 and the rows stay buffered for a retry.
 """
@@ -40,7 +42,7 @@ from ..catalog.base import Session
 from ..catalog.pending import PendingArtifact, PendingWrites, artifact_table
 from ..catalog.sql import SqlCatalog
 from ..errors import MissingParentError
-from ..fileio import batched_directory_syncs
+from .file_work import FileWork
 
 #: a single pipeline buffering more rows than this is committed in parts
 AUTO_FLUSH_ROWS = 20_000
@@ -220,7 +222,7 @@ class UnitOfWork:
         if pending.is_empty() and extra is None and not (unnamed and self.unstored_artifacts()):
             return None
         staged: StagedArrays | None = None
-        created: list[tuple[str, str]] = []
+        files: FileWork | None = None
         box: dict[str, Any] = {}
         on_commit = (lambda: after(box.get("result"))) if after is not None else None
         catalog = self.catalog
@@ -228,35 +230,40 @@ class UnitOfWork:
         new: list[dict[str, Any]] = []
         try:
             with catalog.writing(after_commit=on_commit, maintenance=maintenance) as s:
-                with batched_directory_syncs():
-                    self._drop_orphans(s, pending)
-                    for chain in pending.chains:
-                        refs.update(chain[REFS_KEY])
-                    new, claims = self._artifact_rows(refs, unnamed)
-                    if new or claims:
-                        catalog.add_artifact_claims(s, artifact_table(new), claims)
-                    for row in new:
-                        item = self.saved[row["artifact_id"]]
-                        if self.artifacts.write(row["artifact_id"], row["format"], item.data):
-                            created.append((row["artifact_id"], row["format"]))
-                    if pending.arrays:
-                        staged = self.arrays.stage(pending.arrays, s)
-                        for row in pending.predictions:
-                            ref = staged.refs.get(row["prediction_id"])
-                            if ref is not None:
-                                row["array_ref"] = ref
-                # files are durable here; the rows follow in the same transaction
+                self._drop_orphans(s, pending)
+                for chain in pending.chains:
+                    refs.update(chain[REFS_KEY])
+                new, claims = self._artifact_rows(refs, unnamed)
+                if new or claims:
+                    catalog.add_artifact_claims(s, artifact_table(new), claims)
+                # the files (new artifacts, arrays) are written and synced on another thread
+                # while this one inserts the rows; COMMIT waits for them to be durable
+                files = FileWork()
+                for row in new:
+                    files.add_artifact(self.artifacts, row["artifact_id"], row["format"],
+                                       self.saved[row["artifact_id"]].data)
+                if pending.arrays:
+                    staged = self.arrays.stage(pending.arrays, s, defer_files=True)
+                    files.add(staged.write)
+                    for row in pending.predictions:
+                        ref = staged.refs.get(row["prediction_id"])
+                        if ref is not None:
+                            row["array_ref"] = ref
+                files.start()
                 for name in ("pipelines", "chains", "predictions", "logs"):
                     if getattr(pending, name):
                         catalog.insert_rows(s, name, pending.table(name))
                 if pending.completions:
                     catalog.apply_completions(s, pending.table("completions"))
                 box["result"] = extra(s) if extra is not None else None
+                files.wait()  # files durable here; the rows follow them at COMMIT
         except BaseException:
+            if files is not None:
+                files.settle()
+                for artifact_id, fmt in files.created:
+                    self.artifacts.remove(artifact_id, fmt)
             if staged is not None:
                 staged.discard()
-            for artifact_id, fmt in created:
-                self.artifacts.remove(artifact_id, fmt)
             for row in pending.predictions:
                 row.pop("array_ref", None)
             raise
