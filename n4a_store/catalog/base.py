@@ -39,6 +39,10 @@ class Session(Protocol):
         """Run a query and return its result as a polars DataFrame."""
         ...
 
+    def records(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run a query and return its rows as dicts, valued as ``frame(...).to_dicts()`` is."""
+        ...
+
     def insert(self, table: str, rows: pa.Table) -> None:
         """Insert an Arrow table whose column names are columns of ``table``."""
         ...

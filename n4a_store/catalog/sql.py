@@ -313,7 +313,7 @@ class SqlCatalog(ABC):
         select = PREDICTION_SELECT if table == "predictions" else "*"
         if table == "predictions" and with_array_ref:
             select += ", array_ref"
-        rows = s.frame(f"SELECT {select} FROM {table} WHERE {key} = ?", [value]).to_dicts()
+        rows = s.records(f"SELECT {select} FROM {table} WHERE {key} = ?", [value])
         return rows[0] if rows else None
 
     def prediction_array_ref(self, s: Session, prediction_id: str) -> tuple[str, str | None] | None:

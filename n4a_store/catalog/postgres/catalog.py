@@ -125,6 +125,10 @@ class PostgresSession:
             series.append(pl.Series(col.name, vals, dtype=dtype, strict=False))
         return pl.DataFrame(series)
 
+    def records(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dicts, typed as :meth:`frame` types them."""
+        return self.frame(sql, params).to_dicts()
+
     def insert(self, table: str, rows: pa.Table) -> None:
         """COPY an Arrow table into ``table`` (columns by name)."""
         names = rows.column_names
