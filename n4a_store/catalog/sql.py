@@ -408,6 +408,13 @@ class SqlCatalog(ABC):
             key = self._ranking_key(s, column, group, where, params)
         else:
             key = column if ascending in (None, True) else f"-{column}"
+        if group is None:  # a top-N sort (no window over every row): ~40 ms at 1M predictions
+            qualified = ", ".join(f"p.{c}" for c in PREDICTION_COLUMNS)
+            return s.frame(
+                f"SELECT {qualified} FROM (SELECT {PREDICTION_SELECT}, {key} AS k FROM predictions "
+                f"{where}) p LEFT JOIN pipelines pl ON pl.pipeline_id = p.pipeline_id "
+                f"ORDER BY p.k NULLS LAST, pl.name NULLS LAST, p.prediction_id LIMIT ?",
+                [*params, int(n)])
         partition_by = f"PARTITION BY p.{group} " if group else ""
         # p.k: the score signed so that smaller is better
         sql = (f"SELECT {PREDICTION_SELECT} FROM ("
