@@ -47,7 +47,11 @@ TARGET_INGEST, TARGET_READS = 15.0, 10.0
 _READS = '''
 import json, sys, time
 t0 = time.perf_counter()
-import duckdb, polars, pyarrow.compute, pyarrow.parquet
+for name in ("duckdb", "polars", "pyarrow.compute", "pyarrow.parquet", "sqlite3"):
+    try:
+        __import__(name)
+    except ImportError:
+        pass
 from {module} import WorkspaceStore
 ids = json.load(open(sys.argv[2]))
 t1 = time.perf_counter()

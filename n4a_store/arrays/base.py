@@ -44,11 +44,13 @@ class ArrayBackend(Protocol):
     kind: str
 
     def stage(self, records: list[dict[str, Any]], session: Session, *,
-              defer_files: bool = False) -> StagedArrays:
+              defer_files: bool = False, normalized: bool = False) -> StagedArrays:
         """Write validated records as part of the catalog transaction ``session``.
 
         With ``defer_files``, a backend that writes files may leave that work in the
-        returned ``StagedArrays.write`` for the caller to run before COMMIT.
+        returned ``StagedArrays.write`` for the caller to run before COMMIT. With
+        ``normalized`` the records already came out of ``normalize_record`` (the
+        store's own buffers), and a backend may skip validating them again.
         """
         ...
 

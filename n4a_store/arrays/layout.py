@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 
@@ -28,6 +29,12 @@ def dataset_dirname(dataset_name: str) -> str:
     """
     if not isinstance(dataset_name, str) or not dataset_name:
         raise InvalidInputError(f"dataset_name must be a non-empty string, got {dataset_name!r:.80}")
+    return _encoded_dirname(dataset_name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded_dirname(dataset_name: str) -> str:
+    """The encoding of a non-empty str name (cached: every prediction row asks it)."""
     try:
         dataset_name.encode("utf-8")
     except UnicodeEncodeError:

@@ -55,7 +55,7 @@ class MemoryArrays:
                     self._rows.pop(dataset, None)
 
     def stage(self, records: list[dict[str, Any]], session: object = None, *,
-              defer_files: bool = False) -> StagedArrays:
+              defer_files: bool = False, normalized: bool = False) -> StagedArrays:
         """Store records; the undo puts back what was there before."""
         before = self._put(records)
         return StagedArrays(refs={pid: None for _, pid in before}, undo=lambda: self._restore(before))

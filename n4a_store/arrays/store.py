@@ -77,12 +77,13 @@ class ArrayStore:
         self._write(plan)
         return [path for path, _, _ in plan]
 
-    def _plan(self, records: list[dict]) -> list[tuple[Path, pa.Table, str]]:
+    def _plan(self, records: list[dict], trusted: bool = False) -> list[tuple[Path, pa.Table, str]]:
         """Validate ``records`` and choose their files: (final path, table, dataset) per dataset.
 
-        Nothing is written; every record gets its ``_location`` hint.
+        Nothing is written; every record gets its ``_location`` hint. ``trusted``
+        records came out of ``normalize_record`` already.
         """
-        normalized = [normalize_record(r) for r in records]
+        normalized = list(records) if trusted else [normalize_record(r) for r in records]
         seen: set[str] = set()
         for r in normalized:
             if r["prediction_id"] in seen:
@@ -119,13 +120,13 @@ class ArrayStore:
             raise
 
     def stage(self, records: list[dict], session: object = None, *,
-              defer_files: bool = False) -> StagedArrays:
+              defer_files: bool = False, normalized: bool = False) -> StagedArrays:
         """Write records for a catalog commit; references are ``<file>#<row>``.
 
         With ``defer_files`` the files are written by the returned ``write`` (which the
         caller runs before COMMIT, on any thread); otherwise before this returns.
         """
-        plan = self._plan(records)
+        plan = self._plan(records, normalized)
         refs = {}
         for record in records:
             name, row = record.pop("_location")

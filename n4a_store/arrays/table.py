@@ -62,7 +62,7 @@ class TableArrays:
 
     # -- writing ------------------------------------------------------------------
     def stage(self, records: list[dict[str, Any]], session: Session, *,
-              defer_files: bool = False) -> StagedArrays:
+              defer_files: bool = False, normalized: bool = False) -> StagedArrays:
         """Insert rows inside the caller's transaction; its rollback is the undo."""
         table = _table_for(records)
         self._replace(session, table)

@@ -15,6 +15,8 @@ only hold such strings and integers that fit in 64 bits.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 from datetime import date, datetime
@@ -188,17 +190,24 @@ def check_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
     that fit their width: the last line of defence that keeps an unstorable
     value from reaching (and failing) a commit.
     """
+    texts, integers = _column_checks(table)
+    for name in texts:
+        if name in row:
+            text_or_none(row[name], name)
+    for name, bits in integers:
+        if name in row:
+            int_or_none(row[name], name, bits)
+    return row
+
+
+@functools.lru_cache(maxsize=None)
+def _column_checks(table: str) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """(text columns, (integer column, bit width)) of a buffered table's schema."""
     from .pending import SCHEMAS  # pending imports pyarrow only; no cycle
 
-    for column in SCHEMAS[table]:
-        if column.name not in row:
-            continue
-        value = row[column.name]
-        if pa.types.is_string(column.type):
-            text_or_none(value, column.name)
-        elif pa.types.is_integer(column.type):
-            int_or_none(value, column.name, column.type.bit_width)
-    return row
+    fields = list(SCHEMAS[table])
+    return (tuple(f.name for f in fields if pa.types.is_string(f.type)),
+            tuple((f.name, f.type.bit_width) for f in fields if pa.types.is_integer(f.type)))
 
 
 #: Integers inside JSON values must lie in [JSON_INT_MIN, JSON_INT_MAX]: 64 bits,

@@ -243,7 +243,7 @@ class UnitOfWork:
                     files.add_artifact(self.artifacts, row["artifact_id"], row["format"],
                                        self.saved[row["artifact_id"]].data)
                 if pending.arrays:
-                    staged = self.arrays.stage(pending.arrays, s, defer_files=True)
+                    staged = self.arrays.stage(pending.arrays, s, defer_files=True, normalized=True)
                     files.add(staged.write)
                     for row in pending.predictions:
                         ref = staged.refs.get(row["prediction_id"])
