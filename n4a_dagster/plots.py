@@ -35,11 +35,15 @@ def _pyplot() -> Any:
     return plt
 
 
-def png_markdown(fig: Any, alt: str) -> MetadataValue:
-    """The figure as a PNG image in a Markdown metadata value (the figure is closed)."""
+def png_markdown(fig: Any, alt: str, tight: bool = True) -> MetadataValue:
+    """The figure as a PNG image in a Markdown metadata value (the figure is closed).
+
+    ``tight=False`` keeps the figure's own margins: one draw instead of two (the tight
+    bounding box draws the figure once to measure it), for the plots of every step.
+    """
     plt = _pyplot()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight" if tight else None)
     plt.close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")
@@ -63,7 +67,8 @@ def regression_plots(records: list[dict[str, Any]], title: str) -> dict[str, Met
     images = {}
     for name, residual in (("predicted_vs_true", False), ("residuals", True)):
         fig, axes = plt.subplots(1, len(parts), figsize=(4.2 * len(parts), 3.8), squeeze=False)
-        for ax, part in zip(axes[0], parts):
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.84, wspace=0.28)
+        for index, (ax, part) in enumerate(zip(axes[0], parts)):
             rows = sorted((r for r in records if r["partition"] == part),
                           key=lambda r: (r["fold_id"] == BEST_FOLD, str(r["fold_id"])))
             lo, hi = np.inf, -np.inf
@@ -83,9 +88,10 @@ def regression_plots(records: list[dict[str, Any]], title: str) -> dict[str, Met
                 ax.set_ylabel("predicted")
             ax.set_xlabel("true")
             ax.set_title(part)
-            ax.legend(fontsize=7)
+            # a fixed corner: "best" searches every point for the emptiest place (slow)
+            ax.legend(fontsize=7, loc="upper left")
         fig.suptitle(f"{title}: {name.replace('_', ' ')}")
-        images[name] = png_markdown(fig, f"{name} {title}")
+        images[name] = png_markdown(fig, f"{name} {title}", tight=False)
     return images
 
 
