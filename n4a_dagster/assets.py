@@ -164,7 +164,8 @@ def pipeline_partition(context: AssetExecutionContext, sweep_run: dict[str, Any]
     workspace = n4a_store.display_uri()
     with n4a_store.open_store() as store:
         outcome = run_partition(store, sweep_run["run_id"], cfg, spec, ds)
-        meta = pipeline_metadata(outcome, workspace, store, spec, class_labels(ds))
+        meta = pipeline_metadata(outcome, workspace, store, spec, class_labels(ds),
+                                 plots=n4a_sweep.plots)
     yield Output({"pipeline_id": outcome.pipeline_id, "run_id": outcome.run_id},
                  output_name="pipeline", metadata=meta)
     if outcome.status != "completed" or not outcome.chain_id:

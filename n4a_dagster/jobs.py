@@ -192,7 +192,8 @@ def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4ASto
             spec = n4a_sweep.spec(item["pipeline_key"])
             ds = n4a_sweep.dataset(item["dataset"])
             outcome = run_partition(store, task["run_id"], cfg, spec, ds)
-            for event in partition_events(store, outcome, spec, class_labels(ds)):
+            for event in partition_events(store, outcome, spec, class_labels(ds),
+                                          plots=n4a_sweep.plots):
                 context.log_event(event)
             for evaluation in partition_check_evaluations(store, outcome):
                 context.log_event(evaluation)
@@ -203,7 +204,8 @@ def train_pipeline_op(context: OpExecutionContext, task: dict, n4a_store: N4ASto
 
 
 def partition_events(store: Any, outcome: Any, spec: Any = None,
-                     labels: list[str] | None = None) -> list[AssetMaterialization]:
+                     labels: list[str] | None = None, *,
+                     plots: bool = True) -> list[AssetMaterialization]:
     """Materializations of one partition: its pipeline, and its chain and arrays if it completed.
 
     A failed attempt that kept an earlier completed pipeline materializes the pipeline only (naming
@@ -212,7 +214,7 @@ def partition_events(store: Any, outcome: Any, spec: Any = None,
     partition = outcome.partition_key
     events = [AssetMaterialization(asset_key=PIPELINE, partition=partition,
                                    metadata=pipeline_metadata(outcome, store.uri, store,
-                                                              spec, labels))]
+                                                              spec, labels, plots=plots))]
     if outcome.status == "completed" and outcome.chain_id:
         events.append(AssetMaterialization(asset_key=CHAIN, partition=partition,
                                            metadata=chain_metadata(store, outcome.chain_id)))

@@ -37,6 +37,14 @@ def default_workspace() -> str:
     return os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
 
 
+PLOTS_ENV = "N4A_PLOTS"
+
+
+def default_plots() -> bool:
+    """``N4A_PLOTS``: draw each pipeline partition's plots (default on; ``0``/``false`` off)."""
+    return os.environ.get(PLOTS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def default_sweep_config() -> str:
     """The sweep config from ``N4A_SWEEP_CONFIG``, else the bundled ``builtin:nirs-regression``."""
     return os.environ.get(SWEEP_CONFIG_ENV) or DEFAULT_SWEEP_CONFIG
@@ -119,6 +127,12 @@ class N4ASweepResource(ConfigurableResource):
     run_name: str = Field(
         default="",
         description="Name of the store run; empty means the sweep config's name.",
+    )
+    plots: bool = Field(
+        default_factory=default_plots,
+        description="Draw each pipeline partition's predicted-vs-true/residual or confusion "
+                    "plots (about 0.3 s of matplotlib per pipeline step; env N4A_PLOTS=0 "
+                    "turns them off for sweeps of many fast pipelines).",
     )
 
     def load(self) -> SweepConfig:

@@ -285,7 +285,7 @@ def failure_message(outcome: PipelineOutcome, pipeline_name: str) -> str:
 
 def pipeline_metadata(outcome: PipelineOutcome, workspace: str, store: WorkspaceStore | None = None,
                       spec: PipelineSpec | None = None,
-                      labels: list[str] | None = None) -> dict[str, Any]:
+                      labels: list[str] | None = None, *, plots: bool = True) -> dict[str, Any]:
     """UI metadata of a pipeline partition: store ids, status, scores.
 
     With ``spec``: its preprocessing string, expanded step parameters and generator choices.
@@ -322,7 +322,7 @@ def pipeline_metadata(outcome: PipelineOutcome, workspace: str, store: Workspace
         if spec.generator_choices:
             meta["swept_choices"] = MetadataValue.json(
                 {str(c.get("path")): c.get("value") for c in spec.generator_choices})
-    if store is not None and outcome.status == "completed" and outcome.pipeline_id:
+    if plots and store is not None and outcome.status == "completed" and outcome.pipeline_id:
         from .plots import pipeline_plots
 
         meta.update(pipeline_plots(store, outcome.pipeline_id,

@@ -85,3 +85,16 @@ def test_classification_partition_has_a_confusion_matrix(tmp_path):
             _png(mat.metadata["confusion_matrix"])
             assert "predicted_vs_true" not in mat.metadata
             assert "(higher is better)" in mat.metadata["score"].value
+
+
+def test_plots_can_be_turned_off_for_sweeps_of_many_fast_pipelines(tmp_path, monkeypatch):
+    monkeypatch.setenv("N4A_PLOTS", "0")
+    config = tiny_sweep_config(tmp_path, n_components=(2,))
+    defs = build_definitions(workspace=str(tmp_path / "ws"), sweep_config=str(config))
+    with instance_for_test() as instance:
+        assert defs.resolve_job_def(SWEEP_JOB).execute_in_process(instance=instance).success
+        pipelines = _latest(instance, PIPELINE)
+        assert len(pipelines) == 2
+        for mat in pipelines:
+            assert "predicted_vs_true" not in mat.metadata and "residuals" not in mat.metadata
+            assert "(lower is better)" in mat.metadata["score"].value  # the rest is there
