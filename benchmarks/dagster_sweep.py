@@ -7,7 +7,7 @@ Measured (each into a fresh workspace, the same config):
   * plain runner, N worker processes -- run_sweep(cfg, ws, jobs=N)
   * Dagster n4a_sweep in process     -- execute_in_process (Dagster bookkeeping, no processes)
   * Dagster n4a_sweep multiprocess   -- execute_job, N concurrent steps, forkserver (the default),
-                                        one pipeline per step (the default) and 5 per step
+                                        pipelines per step automatic (the default), 1 and 5
   * Dagster n4a_sweep multiprocess   -- the same with the spawn start method (--with-spawn)
 
 Every variant's store is checked for exact counts (50 pipelines, same predictions).
@@ -95,7 +95,7 @@ def main() -> None:
     from dagster import build_reconstructable_job, execute_job, instance_for_test
 
     from n4a_dagster.definitions import build_definitions
-    from n4a_dagster.jobs import SWEEP_JOB, multiprocess_run_config
+    from n4a_dagster.jobs import SWEEP_JOB, auto_pipelines_per_step, multiprocess_run_config
     from n4a_store.sweep import expand_pipelines, load_sweep_config, run_sweep
 
     root = Path(tempfile.mkdtemp(prefix="n4a_dagster_bench_"))
@@ -123,7 +123,7 @@ def main() -> None:
                 assert result.success
             counts["dagster_inproc"] = check_store(ws, n)
 
-        def dagster_multiprocess(forkserver: bool, per_step: int = 1) -> Callable[[], None]:
+        def dagster_multiprocess(forkserver: bool, per_step: int | None = 1) -> Callable[[], None]:
             def go() -> None:
                 ws = root / f"dagster_mp_{forkserver}_{per_step}"
                 job = build_reconstructable_job(
@@ -141,6 +141,9 @@ def main() -> None:
         timed("plain run_sweep, 1 process", plain(1), results)
         timed(f"plain run_sweep, jobs={args.concurrency}", plain(args.concurrency), results)
         timed("Dagster n4a_sweep, in process", dagster_in_process, results)
+        auto = auto_pipelines_per_step(n, args.concurrency)
+        timed(f"Dagster multiprocess x{args.concurrency}, default ({auto}/step)",
+              dagster_multiprocess(True, None), results)
         timed(f"Dagster multiprocess x{args.concurrency}, forkserver, 1/step",
               dagster_multiprocess(True), results)
         timed(f"Dagster multiprocess x{args.concurrency}, forkserver, 5/step",

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dagster-home", help="Dagster instance directory (env DAGSTER_HOME, "
                                             "./.dagster_home)")
     run.add_argument("--pipelines-per-step", type=int, default=None,
-                     help="pipelines trained per Dagster step (default 1)")
+                     help="pipelines trained per Dagster step (default: automatic, 1 for up to "
+                          "3 x max-concurrent pipelines, at most 10)")
     run.add_argument("--verbose", action="store_true", help="show Dagster's event log")
     run.set_defaults(func=run_sweep_command)
     from n4a_dagster.local_cluster import add_cluster_parser

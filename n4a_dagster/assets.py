@@ -16,7 +16,7 @@ Asset graph (group ``n4a``)::
   the best chain (or a configured one) as a ``.n4a`` bundle, only when asked.
 
 The sweep job (``n4a_sweep``, see :mod:`n4a_dagster.jobs`) materializes the same assets
-with one step per partition running in parallel.
+with steps of one or more partitions running in parallel.
 """
 
 

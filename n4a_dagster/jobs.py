@@ -1,9 +1,9 @@
-"""Jobs: the sweep (one step per pipeline partition, in parallel) and the maintenance jobs.
+"""Jobs: the sweep (steps of pipeline partitions, in parallel) and the maintenance jobs.
 
 ``n4a_sweep`` fans out with a dynamic output: ``plan_sweep_op`` registers the
-partitions and begins the store run, one ``train_pipeline_op`` step per
-(dataset, pipeline) trains and records that pipeline (``pipelines_per_step`` in the
-plan op's config batches several per step), and ``finish_sweep_op``
+partitions and begins the store run, each ``train_pipeline_op`` step trains and records
+one or more (dataset, pipeline) partitions (``pipelines_per_step`` in the plan op's config;
+automatic by default, see :func:`auto_pipelines_per_step`), and ``finish_sweep_op``
 completes the run and publishes the leaderboard. Each train step logs the
 materializations of the sweep assets (``n4a/pipeline``, ``n4a/chain``,
 ``n4a/prediction_arrays`` for its partition) and both asset checks of that
@@ -22,6 +22,7 @@ import json
 import os
 import warnings
 from dataclasses import asdict
+from collections.abc import Mapping
 from typing import Any
 
 from dagster import (
@@ -140,15 +141,46 @@ def _with_plan(run_config: dict[str, Any], pipelines_per_step: int | None) -> di
     return run_config
 
 
+#: Automatic batching aims at this many steps per parallel slot (enough to balance the load)...
+AUTO_STEPS_PER_SLOT = 3
+#: ... and never puts more pipelines than this in one step (a killed step loses no more).
+AUTO_MAX_PIPELINES_PER_STEP = 10
+
+
+def step_slots(run_config: Mapping[str, Any] | None) -> int:
+    """How many steps of a run execute at once: the multiprocess executor's ``max_concurrent``,
+    1 in process, else (celery, or no executor config) ``N4A_MAX_CONCURRENT`` / 4."""
+    execution = ((run_config or {}).get("execution") or {}).get("config") or {}
+    if "in_process" in execution:
+        return 1
+    multiprocess = execution.get("multiprocess")
+    if isinstance(multiprocess, dict) and multiprocess.get("max_concurrent"):
+        return max(1, int(multiprocess["max_concurrent"]))
+    return default_max_concurrent()
+
+
+def auto_pipelines_per_step(n_partitions: int, slots: int) -> int:
+    """Pipelines per step when the config leaves it unset: the fewest steps that still give
+    each parallel slot :data:`AUTO_STEPS_PER_SLOT` of them, at most
+    :data:`AUTO_MAX_PIPELINES_PER_STEP` pipelines each (1 for a sweep of up to
+    ``3 x slots`` pipelines)."""
+    if n_partitions < 1:
+        return 1
+    per_step = -(-n_partitions // (max(1, slots) * AUTO_STEPS_PER_SLOT))
+    return max(1, min(AUTO_MAX_PIPELINES_PER_STEP, per_step))
+
+
 class SweepPlanConfig(Config):
     """How the sweep fans out: ``pipelines_per_step`` (dataset, pipeline) partitions per step.
 
-    1 (the default) gives each pipeline its own step (own logs, own retry). Larger values
-    amortise Dagster's per-step process start (about 0.5 s) over several pipelines; every
-    pipeline is still its own partition materialization.
+    Unset (the default), it is chosen from the sweep's size and the executor's parallel
+    slots (:func:`auto_pipelines_per_step`): one pipeline per step for small sweeps, up to 10
+    for large ones, so Dagster's per-step cost (a process start and its events, 0.5-1 s) is
+    amortised while every slot still gets several steps. 1 gives each pipeline its own step
+    (own logs, own retry). Every pipeline is always its own partition materialization.
     """
 
-    pipelines_per_step: int = Field(default=1, ge=1)
+    pipelines_per_step: int | None = Field(default=None, ge=1)
 
 
 @op(out=DynamicOut(dict), description="Expand the sweep, register partitions, begin the store run.")
@@ -165,11 +197,13 @@ def plan_sweep_op(context: OpExecutionContext, config: SweepPlanConfig,
         run_id = begin_store_run(store, plan, n4a_sweep.name(), context.run.run_id, context.job_name)
         meta = run_metadata(store, run_id)
     context.log_event(AssetMaterialization(asset_key=SWEEP_RUN, metadata=meta))
-    context.log.info(f"store run {run_id}: {plan.n_partitions} pipeline(s) to train, "
-                     f"{config.pipelines_per_step} per step")
     items = [(index, ds.name, spec.key) for index, ds in enumerate(plan.datasets)
              for spec in plan.specs]
-    size = config.pipelines_per_step
+    size = config.pipelines_per_step or auto_pipelines_per_step(
+        len(items), step_slots(context.run_config))
+    how = "" if config.pipelines_per_step else " (automatic; set pipelines_per_step to choose)"
+    context.log.info(f"store run {run_id}: {plan.n_partitions} pipeline(s) to train, "
+                     f"{size} per step{how}")
     for start in range(0, len(items), size):
         batch = items[start:start + size]
         key = mapping_key(*batch[0]) + (f"_x{len(batch)}" if len(batch) > 1 else "")
@@ -288,7 +322,7 @@ def build_sweep_job(max_concurrent: int | None = None) -> JobDefinition:
     @job(name=SWEEP_JOB, executor_def=n4a_executor,
          config=multiprocess_run_config(concurrent), hooks={fail_store_run_hook},
          tags={"n4a/kind": "sweep"},
-         description="Run the configured sweep: one step per (dataset, pipeline), "
+         description="Run the configured sweep: steps of (dataset, pipeline) partitions, "
                      f"{concurrent} at a time on one host by default (or on celery workers: "
                      "execution.config.celery), recorded in the n4a store.")
     def n4a_sweep():

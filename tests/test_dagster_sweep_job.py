@@ -64,20 +64,23 @@ def _assert_exact_store_contents(workspace, dagster_run_id: str) -> str:
         return run["run_id"]
 
 
-@pytest.mark.parametrize("per_step", [1, 4])
-def test_sweep_job_in_process(tmp_path, per_step):
+@pytest.mark.parametrize("per_step", [1, 4, None])
+def test_sweep_job_in_process(tmp_path, monkeypatch, per_step):
     config = tiny_sweep_config(tmp_path, n_components=(2, 3, 40))
     workspace = tmp_path / "ws"
     defs = build_definitions(workspace=str(workspace), sweep_config=str(config))
+    plan_config = {} if per_step is None else {"pipelines_per_step": per_step}
+    if per_step is None:  # automatic: 1 slot -> 3 steps for the 6 pipelines, 2 in each
+        monkeypatch.setenv("N4A_MAX_CONCURRENT", "1")
     with instance_for_test() as instance:
         result = defs.resolve_job_def(SWEEP_JOB).execute_in_process(
-            instance=instance,
-            run_config={"ops": {"plan_sweep_op": {"config": {"pipelines_per_step": per_step}}}})
+            instance=instance, run_config={"ops": {"plan_sweep_op": {"config": plan_config}}})
         assert result.success
         train_steps = {e.step_key for e in result.all_events
                        if e.event_type == DagsterEventType.STEP_START
                        and e.step_key.startswith("train_pipeline_op")}
-        assert len(train_steps) == -(-N_PIPELINES // per_step)  # 6 steps, or 4 + 2
+        expected_size = 2 if per_step is None else per_step
+        assert len(train_steps) == -(-N_PIPELINES // expected_size)  # 6 steps, 4 + 2, or 3 x 2
         store_run_id = _assert_exact_store_contents(workspace, result.run_id)
         pipelines = _materializations(instance, PIPELINE, result.run_id)
         statuses = sorted(m.metadata["n4a/status"].value for m in pipelines)
@@ -188,3 +191,15 @@ def test_definitions_configuration_from_environment(monkeypatch, tmp_path):
     assert {j for j in ("n4a_compact", "n4a_gc", "n4a_export", "n4a_replay", "n4a_model_bundle")
             if explicit.resolve_job_def(j)} == {"n4a_compact", "n4a_gc", "n4a_export", "n4a_replay",
                                                 "n4a_model_bundle"}
+
+
+def test_automatic_pipelines_per_step_follows_sweep_size_and_slots(monkeypatch):
+    monkeypatch.delenv("N4A_MAX_CONCURRENT", raising=False)
+    from n4a_dagster.jobs import auto_pipelines_per_step, step_slots
+
+    assert [auto_pipelines_per_step(n, 4) for n in (0, 1, 12, 13, 20, 50, 120, 121, 10_000)] == [
+        1, 1, 1, 2, 2, 5, 10, 10, 10]
+    assert auto_pipelines_per_step(6, 1) == 2
+    assert step_slots(multiprocess_run_config(3)) == 3
+    assert step_slots({"execution": {"config": {"in_process": {}}}}) == 1
+    assert step_slots({}) == 4
