@@ -115,10 +115,8 @@ def _check_meta(record: dict[str, Any], pid: str) -> None:
             raise InvalidInputError(f"prediction {pid!r}: {name} must be a number, got {value!r}")
 
 
-def normalize_record(record: dict[str, Any]) -> dict[str, Any]:
-    """Validate one record and return it with numpy arrays; raise InvalidInputError on any problem."""
-    if not isinstance(record, dict):
-        raise InvalidInputError(f"an array record must be a dict, got {type(record).__name__}")
+def _check_identity(record: dict[str, Any]) -> None:
+    """The record's prediction id, dataset name and metadata fields are storable."""
     pid = record.get("prediction_id")
     if not isinstance(pid, str) or not pid or len(pid) > MAX_ID_CHARS \
             or any(c in pid for c in "\x00\r\n"):
@@ -134,6 +132,19 @@ def normalize_record(record: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInputError(f"prediction {pid!r}: dataset_name must be a non-empty string")
     dataset_dirname(dataset)  # refuses names no directory can carry
     _check_meta(record, pid)
+
+
+def normalize_record(record: dict[str, Any], *, checked_meta: bool = False) -> dict[str, Any]:
+    """Validate one record and return it with numpy arrays; raise InvalidInputError on any problem.
+
+    ``checked_meta`` is for callers that have already validated the id and the metadata
+    fields (``save_prediction`` does, for the row it builds): only the arrays are checked.
+    """
+    if not isinstance(record, dict):
+        raise InvalidInputError(f"an array record must be a dict, got {type(record).__name__}")
+    if not checked_meta:
+        _check_identity(record)
+    pid = record["prediction_id"]
     if record.get("y_true") is None or record.get("y_pred") is None:
         raise InvalidInputError(f"prediction {pid!r}: y_true and y_pred are both required")
     out = dict(record)

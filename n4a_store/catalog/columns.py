@@ -76,6 +76,8 @@ def check_column(name: str, allowed: frozenset[str], what: str) -> str:
 
 def finite_or_none(value: Any, field: str) -> float | None:
     """Coerce a score to float; NaN and +/-inf become None (stored as NULL, ranked last)."""
+    if type(value) is float:  # the common case, without the coercion below
+        return value if math.isfinite(value) else None
     if value is None:
         return None
     try:
@@ -91,6 +93,8 @@ def int_or_none(value: Any, field: str, bits: int = 64) -> int | None:
     The result must fit a signed integer of ``bits`` bits (32 for ``INTEGER``
     columns, 64 for ``BIGINT``); anything larger raises InvalidInputError.
     """
+    if type(value) is int and -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+        return value  # the common case
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -135,6 +139,8 @@ def text_or_none(value: Any, field: str) -> str | None:
     Storable text has no NUL character and no lone surrogate (``"\\ud800"``).
     Non-strings are refused rather than converted.
     """
+    if type(value) is str and value.isascii() and "\x00" not in value:
+        return value  # ASCII (checked in constant time) cannot hold a lone surrogate
     if value is None:
         return None
     if not isinstance(value, str):
@@ -259,6 +265,29 @@ def _json_text(text: str, field: str) -> str:
     return text
 
 
+def _flat_plain_dict(obj: Any) -> bool:
+    """True for a dict of ASCII keys to finite floats, 64-bit ints, ASCII text, bools or None:
+    already what :func:`_plain` would make of it (the usual scores and parameters)."""
+    if type(obj) is not dict:
+        return False
+    for key, value in obj.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                return False
+        elif kind is int:
+            if not JSON_INT_MIN <= value <= JSON_INT_MAX:
+                return False
+        elif kind is str:
+            if not value.isascii():
+                return False
+        elif value is not None and kind is not bool:
+            return False
+    return True
+
+
 def to_json(obj: Any, field: str) -> str | None:
     """Serialise to JSON text; numpy scalars become numbers, non-finite floats become null.
 
@@ -268,6 +297,8 @@ def to_json(obj: Any, field: str) -> str | None:
     """
     if obj is None:
         return None
+    if _flat_plain_dict(obj):
+        return json.dumps(obj, separators=(",", ":"))
     try:
         return json.dumps(_plain(obj, field), separators=(",", ":"))
     except RecursionError:

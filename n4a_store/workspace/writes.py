@@ -208,25 +208,37 @@ def prediction_row(
     branch_name: Any, exclusion_count: Any, exclusion_rate: Any, preprocessings: Any,
     arrays: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A new ``predictions`` row (without ``run_id``) and its validated array record, if any."""
+    """A new ``predictions`` row (without ``run_id``) and its validated array record, if any.
+
+    Every text and number is checked once, here, against its column (the row needs no
+    :func:`check_row` after), and the array record's metadata are these checked values.
+    """
     check_dataset(dataset_name)
     check_name(partition, "partition")
     if preprocessings is not None and not isinstance(preprocessings, str):
         raise InvalidInputError(f"preprocessings must be a string, got {type(preprocessings).__name__}")
-    prediction_id = new_id()
+    text_or_none(preprocessings, "preprocessings")
+    text_or_none(chain_id, "chain_id")
+    text_or_none(model_name, "model_name")
+    text_or_none(model_class, "model_class")
+    text_or_none(metric, "metric")
+    text_or_none(task_type, "task_type")
+    text_or_none(branch_name, "branch_name")
     fold = check_fold(fold_id)
+    val = finite_or_none(val_score, "val_score")
+    prediction_id = new_id()
     record = None
     if any(v is not None for v in arrays.values()):
         record = normalize_record({
             "prediction_id": prediction_id, "dataset_name": dataset_name, **arrays,
             "model_name": model_name, "fold_id": fold, "partition": partition, "metric": metric,
-            "task_type": task_type, "val_score": finite_or_none(val_score, "val_score"),
-        })
+            "task_type": task_type, "val_score": val,
+        }, checked_meta=True)
     row = {
         "prediction_id": prediction_id, "pipeline_id": pipeline_id, "chain_id": chain_id,
         "dataset_name": dataset_name, "model_name": model_name, "model_class": model_class,
         "fold_id": fold, "partition": partition,
-        "val_score": finite_or_none(val_score, "val_score"),
+        "val_score": val,
         "test_score": finite_or_none(test_score, "test_score"),
         "train_score": finite_or_none(train_score, "train_score"),
         "metric": metric, "task_type": task_type,
@@ -239,7 +251,6 @@ def prediction_row(
         "preprocessings": preprocessings or "", "has_arrays": record is not None,
         "created_at": now(),
     }
-    check_row("predictions", row)
     return row, record
 
 
