@@ -2,8 +2,9 @@
 
 Writes P pipelines x 5 folds x 3 partitions (arrays of 200 samples) through
 WorkspaceStore, then tops the catalog up to a total number of predictions and
-times the read paths. Prints the plain-library floor for the same data: one raw
-Arrow insert into DuckDB plus one raw pyarrow Parquet write.
+times the read paths. Prints the plain-library floor for the rows the batch phase
+wrote: one Arrow insert per table into a fresh DuckDB catalog with the store's schema
+plus one pyarrow Parquet write of their arrays with the store's settings.
 
     python benchmarks/sweep_ingest.py                 # 100k ingested, 1M in the catalog
     python benchmarks/sweep_ingest.py --ingest 15000 --total 100000   # quick run
@@ -23,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from n4a_store import WorkspaceStore
+from n4a_store.arrays.codec import WRITER_OPTIONS
+from n4a_store.arrays.layout import ROW_GROUP_SIZE
 
 FOLDS, PARTITIONS, SAMPLES = 5, ("train", "val", "test"), 200
 
@@ -55,32 +58,43 @@ def timed(fn, repeat: int = 20) -> float:
     return statistics.median(samples)
 
 
-def floor(n_predictions: int, directory: Path) -> tuple[float, float]:
-    """Seconds for one raw Arrow insert into DuckDB and one raw Parquet write of the same data."""
-    rng = np.random.default_rng(1)
-    ids = [f"{i:036d}" for i in range(n_predictions)]
-    scalars = pa.table({
-        "prediction_id": ids, "pipeline_id": [i[:30] for i in ids],
-        "val_score": rng.random(n_predictions), "test_score": rng.random(n_predictions),
-        "partition": ["val"] * n_predictions, "scores": ['{"rmse":0.1}'] * n_predictions,
-    })
-    values = rng.normal(size=n_predictions * SAMPLES)
-    offsets = pa.array(np.arange(n_predictions + 1, dtype=np.int32) * SAMPLES)
-    array_col = pa.ListArray.from_arrays(offsets, pa.array(values))
-    arrays = pa.table({"prediction_id": ids, "y_true": array_col, "y_pred": array_col})
-    con = duckdb.connect(str(directory / "floor.duckdb"))
-    con.execute("CREATE TABLE predictions AS SELECT * FROM scalars LIMIT 0")
-    start = time.perf_counter()
-    con.execute("INSERT INTO predictions SELECT * FROM scalars")
-    duck = time.perf_counter() - start
+def floor(store_root: Path, first: str, last: str, directory: Path) -> tuple[float, float, int]:
+    """The plain libraries on the very rows the store wrote in batch mode.
+
+    The ``pipelines`` and ``predictions`` rows of the pipelines named ``first`` to ``last``
+    and their array rows are read back from the store; then, timed: one Arrow insert per
+    table into a fresh DuckDB file made with the store's own DDL (primary keys included),
+    and one pyarrow write of the array rows with the store's writer settings. Returns
+    (DuckDB seconds, Parquet seconds, predictions).
+    """
+    con = duckdb.connect(str(store_root / "store.duckdb"), read_only=True)
+    ddl = dict(con.execute("SELECT table_name, sql FROM duckdb_tables() "
+                           "WHERE table_name IN ('pipelines', 'predictions')").fetchall())
+    pipelines = con.sql("SELECT * FROM pipelines WHERE name BETWEEN ? AND ? ORDER BY created_at",
+                        params=[first, last]).to_arrow_table()
+    predictions = con.sql(
+        "SELECT p.* FROM predictions p JOIN pipelines q USING (pipeline_id) "
+        "WHERE q.name BETWEEN ? AND ? ORDER BY p.created_at", params=[first, last]).to_arrow_table()
     con.close()
+    ids = predictions.column("prediction_id").to_pylist()
+    parts = sorted((store_root / "arrays").rglob("*.parquet"))
+    arrays = pa.concat_tables([pq.read_table(f, filters=[("prediction_id", "in", ids)]) for f in parts])
+    assert arrays.num_rows == len(ids), (arrays.num_rows, len(ids))
+
+    floor_db = duckdb.connect(str(directory / "floor.duckdb"))
+    for table in ("pipelines", "predictions"):
+        floor_db.execute(ddl[table])
     start = time.perf_counter()
-    # the writer settings the store uses (no dictionary, no statistics on the list columns):
-    # pyarrow's defaults would make the floor ~3x slower and flatter the store's ratio
-    pq.write_table(arrays, directory / "floor.parquet", compression="zstd", use_dictionary=False,
-                   write_statistics=False)
+    for table, rows in (("pipelines", pipelines), ("predictions", predictions)):
+        n4a_rows = rows  # noqa: F841 - found by DuckDB's replacement scan
+        floor_db.execute(f"INSERT INTO {table} SELECT * FROM n4a_rows")
+    duck = time.perf_counter() - start
+    floor_db.close()
+    start = time.perf_counter()
+    pq.write_table(arrays, directory / "floor.parquet", row_group_size=ROW_GROUP_SIZE,
+                   **WRITER_OPTIONS)
     parquet = time.perf_counter() - start
-    return duck, parquet
+    return duck, parquet, len(ids)
 
 
 def main() -> None:
@@ -159,12 +173,14 @@ def main() -> None:
           f"{timed(lambda: store.array_store.load_batch(with_arrays, 'wheat'), 10):7.2f} ms")
     store.close()
 
-    # 5. floor
-    duck, parquet = floor(args.ingest, root)
-    print(f"\nfloor for {args.ingest:,} predictions: raw DuckDB Arrow insert {duck:.3f}s + raw "
-          f"pyarrow Parquet write {parquet:.3f}s = {args.ingest / (duck + parquet):,.0f} predictions/s")
+    # 5. floor: the plain libraries on the rows the batch phase wrote
+    duck, parquet, count = floor(root / "ws", f"{n:06d}_pls", f"{total_pipelines - 1:06d}_pls", root)
+    floor_rate = count / (duck + parquet)
+    print(f"\nfloor for the same {count:,} predictions (their pipelines and predictions rows, one "
+          f"Arrow insert each into a fresh catalog with the store's schema: {duck:.3f}s; their "
+          f"arrays, one pyarrow write with the store's settings: {parquet:.3f}s) = "
+          f"{floor_rate:,.0f} predictions/s")
     if rates:
-        floor_rate = args.ingest / (duck + parquet)
         batch_rate = statistics.mean(rates)
         print(f"store.batch() ingest {batch_rate:,.0f} predictions/s = "
               f"{batch_rate / floor_rate * 100:.0f}% of the floor (target 50%)")

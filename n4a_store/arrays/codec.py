@@ -8,6 +8,7 @@ Numeric ``y_true``/``y_pred`` are stored as ``list<double>``; label arrays
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Iterable
 
 import numpy as np
@@ -186,43 +187,48 @@ def normalize_record(record: dict[str, Any], *, checked_meta: bool = False) -> d
 
 
 def _list_column(values: list[np.ndarray | None], dtype: pa.DataType) -> pa.Array:
+    """A list column from one array (or None, a null) per row."""
+    present = [v for v in values if v is not None]
+    if not present:  # the usual case for optional arrays: no pass beyond this one
+        return pa.nulls(len(values), type=pa.list_(dtype))
     lengths = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    present = [v for v in values if v is not None and len(v)]
     if pa.types.is_string(dtype):
         flat = pa.array([str(x) for v in present for x in v.tolist()], type=pa.string())
     else:
         np_type = np.int64 if pa.types.is_integer(dtype) else np.float64
-        flat_np = np.concatenate([np.asarray(v, dtype=np_type).ravel() for v in present]) if present else np.empty(0, np_type)
-        flat = pa.array(flat_np, type=dtype)
-    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    return pa.ListArray.from_arrays(
-        pa.array(offsets), flat, type=pa.list_(dtype), mask=pa.array(mask) if mask.any() else None
-    )
+        flat = pa.array(np.concatenate([np.asarray(v, dtype=np_type).ravel() for v in present]), type=dtype)
+    mask = None
+    if len(present) < len(values):
+        mask = pa.array(np.fromiter((v is None for v in values), dtype=bool, count=len(values)))
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, type=pa.list_(dtype), mask=mask)
+
+
+_ROW_PARTS = operator.itemgetter(*(name for name, _ in META_FIELDS), "y_true", "y_pred")
 
 
 def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Build an Arrow table (schema :data:`SCHEMA`) from normalised records."""
+    """Build an Arrow table (schema :data:`SCHEMA`) from normalised records.
+
+    Each record is read once (one ``itemgetter`` call) and the values transposed by
+    ``zip``; columns no record fills (probabilities, indices, weights, labels of a
+    regression) are built as nulls without a pass over the records.
+    """
+    n = len(records)
     columns: dict[str, pa.Array] = {}
-    for name, dtype in META_FIELDS:
-        columns[name] = pa.array([r.get(name) for r in records], type=dtype)
-    numeric_true, label_true, numeric_pred, label_pred = [], [], [], []
-    for r in records:
-        for array, numeric, labels in (
-            (r["y_true"], numeric_true, label_true),
-            (r["y_pred"], numeric_pred, label_pred),
-        ):
-            if _is_numeric(array):
-                numeric.append(array.astype(np.float64, copy=False))
-                labels.append(None)
-            else:
-                numeric.append(None)
-                labels.append(array)
-    columns["y_true"] = _list_column(numeric_true, pa.float64())
-    columns["y_pred"] = _list_column(numeric_pred, pa.float64())
-    columns["y_true_labels"] = _list_column(label_true, pa.string())
-    columns["y_pred_labels"] = _list_column(label_pred, pa.string())
+    try:
+        parts = list(zip(*map(_ROW_PARTS, records))) if n else [()] * (len(META_FIELDS) + 2)
+    except KeyError:  # a record without some metadata field: null there
+        parts = [tuple(r.get(name) for r in records) for name, _ in META_FIELDS]
+        parts += [tuple(r["y_true"] for r in records), tuple(r["y_pred"] for r in records)]
+    for (name, dtype), values in zip(META_FIELDS, parts):
+        columns[name] = pa.array(values, type=dtype)
+    for name, values in (("y_true", parts[-2]), ("y_pred", parts[-1])):
+        numeric = [v if _is_numeric(v) else None for v in values]
+        columns[name] = _list_column(numeric, pa.float64())
+        labels = [None if n_ is not None else v for n_, v in zip(numeric, values)]
+        columns[f"{name}_labels"] = _list_column(labels, pa.string())
     probas = [r.get("y_proba") for r in records]
     columns["y_proba"] = _list_column([None if p is None else p.ravel() for p in probas], pa.float64())
     columns["y_proba_cols"] = pa.array([None if p is None else p.shape[1] for p in probas], type=pa.int32())

@@ -288,6 +288,10 @@ def _flat_plain_dict(obj: Any) -> bool:
     return True
 
 
+#: one encoder for every call (``json.dumps`` with options builds a new one each time)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def to_json(obj: Any, field: str) -> str | None:
     """Serialise to JSON text; numpy scalars become numbers, non-finite floats become null.
 
@@ -298,9 +302,9 @@ def to_json(obj: Any, field: str) -> str | None:
     if obj is None:
         return None
     if _flat_plain_dict(obj):
-        return json.dumps(obj, separators=(",", ":"))
+        return _ENCODER.encode(obj)
     try:
-        return json.dumps(_plain(obj, field), separators=(",", ":"))
+        return _ENCODER.encode(_plain(obj, field))
     except RecursionError:
         raise InvalidInputError(f"{field} is nested too deeply (or contains itself)") from None
 

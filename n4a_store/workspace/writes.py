@@ -7,7 +7,7 @@ the column layout of :mod:`n4a_store.catalog.pending`) or raise
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,8 +33,16 @@ def now() -> datetime:
 
 
 def new_id() -> str:
-    """A fresh UUID string."""
-    return str(uuid.uuid4())
+    """A fresh random (version 4) UUID string.
+
+    Built from ``os.urandom`` like :func:`uuid.uuid4`, without the ``UUID`` object
+    (a third of the cost of a prediction's row); safe across ``fork``.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 #: longest name (run, pipeline, model class, ...) accepted
