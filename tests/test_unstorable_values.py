@@ -157,3 +157,24 @@ def test_widest_storable_values_are_kept_exactly(store, fitted, regression_data)
     log = store.get_pipeline_log(ids["pipeline_id"]).to_dicts()[-1]
     assert (log["step_idx"], log["duration_ms"]) == (2**31 - 1, 2**63 - 1)
     assert store.get_run(run_id)["config"] == {"big": 2**64 - 1, "small": -2**63}
+
+
+def test_new_ids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from n4a_store.workspace.writes import new_id
+
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+
+
+def test_buffered_rows_become_columns_with_absent_keys_null() -> None:
+    from n4a_store.columnar import transpose
+
+    rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    assert transpose(rows, ("b", "a")) == [("x", "y"), (1, 2)]
+    assert transpose(rows + [{"a": 3}], ("a", "b")) == [(1, 2, 3), ("x", "y", None)]
+    assert transpose([], ("a", "b")) == [(), ()]

@@ -8,12 +8,12 @@ Numeric ``y_true``/``y_pred`` are stored as ``list<double>``; label arrays
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
 
+from ..columnar import transpose
 from ..errors import InvalidInputError
 from .layout import dataset_dirname
 
@@ -205,29 +205,24 @@ def _list_column(values: list[np.ndarray | None], dtype: pa.DataType) -> pa.Arra
     return pa.ListArray.from_arrays(pa.array(offsets), flat, type=pa.list_(dtype), mask=mask)
 
 
-_ROW_PARTS = operator.itemgetter(*(name for name, _ in META_FIELDS), "y_true", "y_pred")
+_ROW_PARTS = (*(name for name, _ in META_FIELDS), "y_true", "y_pred")
 
 
 def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
     """Build an Arrow table (schema :data:`SCHEMA`) from normalised records.
 
-    Each record is read once (one ``itemgetter`` call) and the values transposed by
-    ``zip``; columns no record fills (probabilities, indices, weights, labels of a
-    regression) are built as nulls without a pass over the records.
+    Each record is read once for its metadata and its two arrays (:func:`transpose`);
+    columns no record fills (probabilities, indices, weights, labels of a regression)
+    are built as nulls without a pass over the records.
     """
-    n = len(records)
     columns: dict[str, pa.Array] = {}
-    try:
-        parts = list(zip(*map(_ROW_PARTS, records))) if n else [()] * (len(META_FIELDS) + 2)
-    except KeyError:  # a record without some metadata field: null there
-        parts = [tuple(r.get(name) for r in records) for name, _ in META_FIELDS]
-        parts += [tuple(r["y_true"] for r in records), tuple(r["y_pred"] for r in records)]
+    parts = transpose(records, _ROW_PARTS)
     for (name, dtype), values in zip(META_FIELDS, parts):
         columns[name] = pa.array(values, type=dtype)
     for name, values in (("y_true", parts[-2]), ("y_pred", parts[-1])):
         numeric = [v if _is_numeric(v) else None for v in values]
         columns[name] = _list_column(numeric, pa.float64())
-        labels = [None if n_ is not None else v for n_, v in zip(numeric, values)]
+        labels = [None if number is not None else v for number, v in zip(numeric, values)]
         columns[f"{name}_labels"] = _list_column(labels, pa.string())
     probas = [r.get("y_proba") for r in records]
     columns["y_proba"] = _list_column([None if p is None else p.ravel() for p in probas], pa.float64())
