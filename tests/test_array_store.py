@@ -134,3 +134,52 @@ def test_stats_without_tombstones_reads_only_footers(tmp_path, monkeypatch):
     ArrayStore(tmp_path).save_batch(_records(5, start=100))
     monkeypatch.setattr(DatasetIndex, "refresh", lambda self: pytest.fail("id index was built"))
     assert ArrayStore(tmp_path).stats() == {"wheat": {"files": 2, "rows": 12, "tombstoned": 0}}
+
+
+def test_point_read_by_reference_reads_only_array_columns_and_agrees_with_load(tmp_path, monkeypatch):
+    store = ArrayStore(tmp_path)
+    rng = np.random.default_rng(7)
+    records = [
+        {"prediction_id": "num", "dataset_name": "mix", "y_true": rng.normal(size=6),
+         "y_pred": rng.normal(size=6), "sample_indices": np.arange(6), "weights": np.ones(6)},
+        {"prediction_id": "lab", "dataset_name": "mix", "y_true": np.array(["a", "b", "a"]),
+         "y_pred": np.array(["a", "a", "b"]), "y_proba": rng.random((3, 2))},
+        {"prediction_id": "bare", "dataset_name": "mix", "y_true": np.arange(2.0), "y_pred": np.arange(2.0)},
+    ]
+    staged = store.stage(records)
+    import pyarrow.parquet as pq
+
+    columns_read, footers = [], []
+    original_read, original_meta = pq.ParquetFile.read_row_group, pq.read_metadata
+
+    def spy_read(self, i, columns=None, **kw):
+        columns_read.append(columns)
+        return original_read(self, i, columns=columns, **kw)
+
+    def spy_meta(*a, **kw):
+        footers.append(a)
+        return original_meta(*a, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy_read)
+    monkeypatch.setattr(pq, "read_metadata", spy_meta)
+    fresh = ArrayStore(tmp_path)  # a cold reader: nothing cached
+    for record in records:
+        pid = record["prediction_id"]
+        point = fresh.load_ref(pid, "mix", staged.refs[pid], arrays_only=True)
+        full = fresh.load(pid, "mix")
+        assert set(point) == {"prediction_id", "y_true", "y_pred", "y_proba", "sample_indices", "weights"}
+        assert point["prediction_id"] == pid
+        for key in ("y_true", "y_pred", "y_proba", "sample_indices", "weights"):
+            if full[key] is None:
+                assert point[key] is None, (pid, key)
+            else:
+                np.testing.assert_array_equal(point[key], full[key])
+                assert point[key].dtype == full[key].dtype and point[key].shape == full[key].shape
+        assert point["y_true"] is not None and point["y_true"].flags.writeable
+    point_columns = [c for c in columns_read if c is not None]
+    assert point_columns and all("model_name" not in c and "y_true" in c for c in point_columns)
+    assert footers == []  # the open file's footer gives the row groups: no second parse
+    # a stale reference (the file compacted away) still finds the row
+    store.delete(["bare"])
+    store.compact()
+    assert ArrayStore(tmp_path).load_ref("num", "mix", staged.refs["num"], arrays_only=True)["y_true"] is not None

@@ -62,8 +62,12 @@ class ArrayBackend(Protocol):
         """Arrays of one prediction, or None."""
         ...
 
-    def load_ref(self, prediction_id: str, dataset_name: str, ref: str | None) -> dict | None:
-        """Arrays of one prediction using the reference the catalog holds (falls back to load)."""
+    def load_ref(self, prediction_id: str, dataset_name: str, ref: str | None, *,
+                 arrays_only: bool = False) -> dict | None:
+        """Arrays of one prediction using the reference the catalog holds (falls back to load).
+
+        ``arrays_only=True`` lets a backend return only the id and array keys.
+        """
         ...
 
     def load_batch(self, prediction_ids: list[str], dataset_name: str) -> list[dict]:

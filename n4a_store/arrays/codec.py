@@ -47,6 +47,11 @@ SCHEMA = pa.schema(
 
 ARRAY_KEYS = ("y_true", "y_pred", "y_proba", "sample_indices", "weights")
 
+#: The columns a point read of one prediction's arrays needs: its id (to check the row)
+#: and the array columns; the metadata columns are the catalog's to answer.
+ARRAY_COLUMNS = ("prediction_id", "y_true", "y_pred", "y_true_labels", "y_pred_labels",
+                 "y_proba", "y_proba_cols", "sample_indices", "weights")
+
 #: Parquet writer settings: dictionary encoding and statistics only on the metadata
 #: columns; on the float/int list columns they cost ~3.5x on the write and ~20% in size
 #: and no reader uses them (rows are found through the id index).
@@ -281,3 +286,32 @@ def rows_to_records(table: pa.Table, rows: Iterable[int]) -> list[dict[str, Any]
         record["weights"] = lists["weights"].row(row)
         out.append(record)
     return out
+
+
+def _list_cell(table: pa.Table, name: str, row: int, numpy_type: Any) -> np.ndarray | None:
+    cell = table.column(name)[row]
+    if not cell.is_valid:
+        return None
+    values = cell.values
+    if numpy_type is str:
+        return np.array(values.to_pylist(), dtype=object)
+    return values.to_numpy(zero_copy_only=False).astype(numpy_type, copy=True)
+
+
+def row_arrays(table: pa.Table, row: int) -> dict[str, Any]:
+    """The arrays (:data:`ARRAY_KEYS`) and id of one row of a table holding :data:`ARRAY_COLUMNS`.
+
+    The one-row counterpart of :func:`rows_to_records` for point reads: no column is
+    converted whole, only the row's cells.
+    """
+    y_true = _list_cell(table, "y_true", row, np.float64)
+    y_pred = _list_cell(table, "y_pred", row, np.float64)
+    proba = _list_cell(table, "y_proba", row, np.float64)
+    return {
+        "prediction_id": table.column("prediction_id")[row].as_py(),
+        "y_true": y_true if y_true is not None else _list_cell(table, "y_true_labels", row, str),
+        "y_pred": y_pred if y_pred is not None else _list_cell(table, "y_pred_labels", row, str),
+        "y_proba": None if proba is None else proba.reshape(-1, table.column("y_proba_cols")[row].as_py()),
+        "sample_indices": _list_cell(table, "sample_indices", row, np.int64),
+        "weights": _list_cell(table, "weights", row, np.float64),
+    }

@@ -141,7 +141,8 @@ class DatasetIndex:
         """Cumulative row-group starts of a file, from its footer (cached)."""
         bounds = self._bounds.get(name)
         if bounds is None:
-            meta = pq.read_metadata(self.directory / name)
+            handle = self._open.get(name)  # an open file's footer is already parsed
+            meta = handle.metadata if handle is not None else pq.read_metadata(self.directory / name)
             sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
             self._bounds[name] = bounds
@@ -152,7 +153,9 @@ class DatasetIndex:
         return int(self._row_bounds(name)[-1])
 
     def row_group_of(self, name: str, row: int) -> tuple[int, int]:
-        """(row group, row within it) for a file row."""
+        """(row group, row within it) for a file row (the file is opened for the read to follow)."""
+        if name not in self._bounds:
+            self.parquet(name)
         bounds = self._row_bounds(name)
         group = int(np.searchsorted(bounds, row, side="right")) - 1
         return group, row - int(bounds[group])

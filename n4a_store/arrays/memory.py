@@ -69,7 +69,8 @@ class MemoryArrays:
         found = self.load_batch([prediction_id], dataset_name)
         return found[0] if found else None
 
-    def load_ref(self, prediction_id: str, dataset_name: str, ref: str | None) -> dict | None:
+    def load_ref(self, prediction_id: str, dataset_name: str, ref: str | None, *,
+                 arrays_only: bool = False) -> dict | None:
         """Arrays of one prediction (references are unused)."""
         return self.load(prediction_id, dataset_name)
 

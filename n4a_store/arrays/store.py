@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from ..errors import InvalidInputError
 from ..fileio import atomic_path, write_atomic
 from .base import StagedArrays
-from .codec import SCHEMA, WRITER_OPTIONS, normalize_record, records_to_table, rows_to_records
+from .codec import (ARRAY_COLUMNS, SCHEMA, WRITER_OPTIONS, normalize_record, records_to_table,
+                    row_arrays, rows_to_records)
 from .index import DatasetIndex
 from .layout import (
     ROW_GROUP_SIZE,
@@ -212,11 +213,13 @@ class ArrayStore:
         return [results[p] for p in sorted(results)]
 
     def load_at(self, prediction_id: str, dataset_name: str, file_name: str | None,
-                row: int | None) -> dict | None:
+                row: int | None, *, arrays_only: bool = False) -> dict | None:
         """Load one prediction using a location hint from :meth:`write_batch`.
 
         Falls back to :meth:`load` when the hint is missing or stale (the file
         was compacted away), so the answer is always the same as ``load``.
+        ``arrays_only`` reads just the id and array columns of the row group (a point
+        read whose metadata comes from the catalog) and returns those keys.
         """
         dataset_dirname(dataset_name)
         if file_name is None or row is None:
@@ -230,19 +233,24 @@ class ArrayStore:
                 self._indexes[dataset_name] = index  # filled lazily, on a miss
             try:
                 group, offset = index.row_group_of(file_name, row)
-                table = index.parquet(file_name).read_row_group(group)
+                table = index.parquet(file_name).read_row_group(
+                    group, columns=list(ARRAY_COLUMNS) if arrays_only else None, use_threads=False)
             except (FileNotFoundError, IndexError, OSError):
                 return self.load(prediction_id, dataset_name)
             if offset >= table.num_rows or table.column("prediction_id")[offset].as_py() != prediction_id:
                 return self.load(prediction_id, dataset_name)
-            return rows_to_records(table, [offset])[0]
+            return row_arrays(table, offset) if arrays_only else rows_to_records(table, [offset])[0]
 
-    def load_ref(self, prediction_id: str, dataset_name: str, ref: str | None) -> dict | None:
-        """Load one prediction using the reference :meth:`stage` returned (or :meth:`load`)."""
+    def load_ref(self, prediction_id: str, dataset_name: str, ref: str | None, *,
+                 arrays_only: bool = False) -> dict | None:
+        """Load one prediction using the reference :meth:`stage` returned (or :meth:`load`).
+
+        ``arrays_only``: only the id and array keys are needed (see :meth:`load_at`).
+        """
         if ref and "#" in ref:
             name, _, row = ref.rpartition("#")
             if row.isdigit():
-                return self.load_at(prediction_id, dataset_name, name, int(row))
+                return self.load_at(prediction_id, dataset_name, name, int(row), arrays_only=arrays_only)
         return self.load(prediction_id, dataset_name)
 
     def exists(self, prediction_id: str, dataset_name: str) -> bool:

@@ -97,7 +97,8 @@ class TableArrays:
         found = self._select([prediction_id], dataset_name)
         return found[0] if found else None
 
-    def load_ref(self, prediction_id: str, dataset_name: str, ref: str | None) -> dict | None:
+    def load_ref(self, prediction_id: str, dataset_name: str, ref: str | None, *,
+                 arrays_only: bool = False) -> dict | None:
         """Arrays of one prediction (the reference is unused: the id is the key)."""
         return self.load(prediction_id, dataset_name)
 

@@ -586,7 +586,7 @@ class WorkspaceStore:
         record = decode_json_columns("predictions", row)
         if load_arrays:
             dataset, array_ref = ref
-            arrays = self.array_store.load_ref(prediction_id, dataset, array_ref)
+            arrays = self.array_store.load_ref(prediction_id, dataset, array_ref, arrays_only=True)
             for key in _ARRAY_KEYS:
                 record[key] = None if arrays is None else arrays[key]
         return record

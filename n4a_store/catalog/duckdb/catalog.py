@@ -117,7 +117,7 @@ class DuckDBCatalog(SqlCatalog):
         where = str(self.root)
         if self.db_path.exists():
             with self.reading() as s:
-                version = schema.read_version(s, duckdb_schema.has_table)
+                version = duckdb_schema.read_version_outside_transaction(s)
             schema.check_readable(version, where)
             if version == schema.SCHEMA_VERSION:
                 return
