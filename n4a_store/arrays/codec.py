@@ -8,7 +8,7 @@ Numeric ``y_true``/``y_pred`` are stored as ``list<double>``; label arrays
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -259,43 +259,46 @@ class _ListColumn:
         return self.values[start:stop].copy()
 
 
+#: (column, numpy type) of every list column a record's arrays come from
+_LIST_TYPES: dict[str, Any] = {
+    "y_true": np.float64, "y_pred": np.float64, "y_true_labels": str, "y_pred_labels": str,
+    "y_proba": np.float64, "sample_indices": np.int64, "weights": np.float64,
+}
+
+
+def _arrays_of(cell: Callable[[str], np.ndarray | None], proba_cols: Callable[[], int]) -> dict[str, Any]:
+    """A row's :data:`ARRAY_KEYS` from its list cells (labels stand in for numeric targets)."""
+    y_true, y_pred, proba = cell("y_true"), cell("y_pred"), cell("y_proba")
+    return {
+        "y_true": y_true if y_true is not None else cell("y_true_labels"),
+        "y_pred": y_pred if y_pred is not None else cell("y_pred_labels"),
+        "y_proba": None if proba is None else proba.reshape(-1, proba_cols()),
+        "sample_indices": cell("sample_indices"),
+        "weights": cell("weights"),
+    }
+
+
 def rows_to_records(table: pa.Table, rows: Iterable[int]) -> list[dict[str, Any]]:
     """Extract records at ``rows`` of a table produced from :data:`SCHEMA`."""
-    rows = list(rows)
     meta_lists = {name: table.column(name).to_pylist() for name, _ in META_FIELDS}
-    lists = {
-        "y_true": _ListColumn(table.column("y_true"), np.float64),
-        "y_pred": _ListColumn(table.column("y_pred"), np.float64),
-        "y_true_labels": _ListColumn(table.column("y_true_labels"), str),
-        "y_pred_labels": _ListColumn(table.column("y_pred_labels"), str),
-        "y_proba": _ListColumn(table.column("y_proba"), np.float64),
-        "sample_indices": _ListColumn(table.column("sample_indices"), np.int64),
-        "weights": _ListColumn(table.column("weights"), np.float64),
-    }
+    lists = {name: _ListColumn(table.column(name), numpy_type) for name, numpy_type in _LIST_TYPES.items()}
     proba_cols = table.column("y_proba_cols").to_pylist()
     out: list[dict[str, Any]] = []
     for row in rows:
         record: dict[str, Any] = {name: meta_lists[name][row] for name, _ in META_FIELDS}
-        y_true = lists["y_true"].row(row)
-        record["y_true"] = y_true if y_true is not None else lists["y_true_labels"].row(row)
-        y_pred = lists["y_pred"].row(row)
-        record["y_pred"] = y_pred if y_pred is not None else lists["y_pred_labels"].row(row)
-        proba = lists["y_proba"].row(row)
-        record["y_proba"] = None if proba is None else proba.reshape(-1, proba_cols[row])
-        record["sample_indices"] = lists["sample_indices"].row(row)
-        record["weights"] = lists["weights"].row(row)
+        record.update(_arrays_of(lambda name: lists[name].row(row), lambda: proba_cols[row]))
         out.append(record)
     return out
 
 
-def _list_cell(table: pa.Table, name: str, row: int, numpy_type: Any) -> np.ndarray | None:
+def _list_cell(table: pa.Table, name: str, row: int) -> np.ndarray | None:
     cell = table.column(name)[row]
     if not cell.is_valid:
         return None
-    values = cell.values
+    numpy_type = _LIST_TYPES[name]
     if numpy_type is str:
-        return np.array(values.to_pylist(), dtype=object)
-    return values.to_numpy(zero_copy_only=False).astype(numpy_type, copy=True)
+        return np.array(cell.values.to_pylist(), dtype=object)
+    return cell.values.to_numpy(zero_copy_only=False).astype(numpy_type, copy=True)
 
 
 def row_arrays(table: pa.Table, row: int) -> dict[str, Any]:
@@ -304,14 +307,7 @@ def row_arrays(table: pa.Table, row: int) -> dict[str, Any]:
     The one-row counterpart of :func:`rows_to_records` for point reads: no column is
     converted whole, only the row's cells.
     """
-    y_true = _list_cell(table, "y_true", row, np.float64)
-    y_pred = _list_cell(table, "y_pred", row, np.float64)
-    proba = _list_cell(table, "y_proba", row, np.float64)
-    return {
-        "prediction_id": table.column("prediction_id")[row].as_py(),
-        "y_true": y_true if y_true is not None else _list_cell(table, "y_true_labels", row, str),
-        "y_pred": y_pred if y_pred is not None else _list_cell(table, "y_pred_labels", row, str),
-        "y_proba": None if proba is None else proba.reshape(-1, table.column("y_proba_cols")[row].as_py()),
-        "sample_indices": _list_cell(table, "sample_indices", row, np.int64),
-        "weights": _list_cell(table, "weights", row, np.float64),
-    }
+    record: dict[str, Any] = {"prediction_id": table.column("prediction_id")[row].as_py()}
+    record.update(_arrays_of(lambda name: _list_cell(table, name, row),
+                             lambda: table.column("y_proba_cols")[row].as_py()))
+    return record

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 import polars as pl
 
+from ..arrays.codec import ARRAY_KEYS
 from ..artifacts.codec import content_hash, deserialize, serialize
 from ..catalog.base import Session
 from ..catalog.columns import (
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     from ..config import StoreConfig
     from ..integrity import VerifyReport
 
-_ARRAY_KEYS = ("y_true", "y_pred", "y_proba", "sample_indices", "weights")
 _OPEN_STORES: "weakref.WeakSet[WorkspaceStore]" = weakref.WeakSet()
 
 
@@ -580,14 +580,14 @@ class WorkspaceStore:
             record = decode_json_columns("predictions", {k: v for k, v in row.items()
                                                           if not k.startswith("_") and k != "array_ref"})
             if load_arrays:
-                for key in _ARRAY_KEYS:
+                for key in ARRAY_KEYS:
                     record[key] = buffered.get(key)
             return record
         record = decode_json_columns("predictions", row)
         if load_arrays:
             dataset, array_ref = ref
             arrays = self.array_store.load_ref(prediction_id, dataset, array_ref, arrays_only=True)
-            for key in _ARRAY_KEYS:
+            for key in ARRAY_KEYS:
                 record[key] = None if arrays is None else arrays[key]
         return record
 
