@@ -241,6 +241,15 @@ class SqlCatalog(ABC):
         if rows.num_rows:
             s.insert(table, rows)
 
+    #: True when :meth:`insert_pipelines` itself skips pipelines whose run is gone, so a
+    #: commit need not look the runs up first (where writers are serialised anyway)
+    checks_runs_at_insert = False
+
+    def insert_pipelines(self, s: Session, rows: pa.Table) -> int:
+        """Insert ``pipelines`` rows; return how many went in (fewer: a run was deleted)."""
+        self.insert_rows(s, "pipelines", rows)
+        return rows.num_rows
+
     # -- deletes ---------------------------------------------------------------------
     def chains_of_pipelines(self, s: Session, pipeline_ids: list[str]) -> list[dict[str, Any]]:
         """Chain rows (ids and artifact maps, JSON text) of some pipelines."""
