@@ -63,10 +63,14 @@ WRITER_OPTIONS: dict[str, Any] = {
 
 
 def _as_1d(value: Any, key: str, pid: str) -> np.ndarray:
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as exc:  # ragged lists, objects numpy cannot convert
-        raise InvalidInputError(f"prediction {pid!r}: {key} is not an array: {exc}") from None
+    """``value`` as a 1-D numpy array (an ndarray itself, as ``np.asarray`` would give it)."""
+    if type(value) is np.ndarray:
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as exc:  # ragged lists, objects numpy cannot convert
+            raise InvalidInputError(f"prediction {pid!r}: {key} is not an array: {exc}") from None
     if array.ndim != 1:
         raise InvalidInputError(
             f"prediction {pid!r}: {key} must be 1-D, got shape {array.shape}"
@@ -151,11 +155,12 @@ def normalize_record(record: dict[str, Any], *, checked_meta: bool = False) -> d
     if not checked_meta:
         _check_identity(record)
     pid = record["prediction_id"]
-    if record.get("y_true") is None or record.get("y_pred") is None:
+    y_true, y_pred = record.get("y_true"), record.get("y_pred")
+    if y_true is None or y_pred is None:
         raise InvalidInputError(f"prediction {pid!r}: y_true and y_pred are both required")
     out = dict(record)
-    y_true = _check_values(_as_1d(record["y_true"], "y_true", pid), "y_true", pid)
-    y_pred = _check_values(_as_1d(record["y_pred"], "y_pred", pid), "y_pred", pid)
+    y_true = _check_values(_as_1d(y_true, "y_true", pid), "y_true", pid)
+    y_pred = _check_values(_as_1d(y_pred, "y_pred", pid), "y_pred", pid)
     n = len(y_true)
     if len(y_pred) != n:
         raise InvalidInputError(
@@ -164,31 +169,44 @@ def normalize_record(record: dict[str, Any], *, checked_meta: bool = False) -> d
     out["y_true"], out["y_pred"] = y_true, y_pred
     proba = record.get("y_proba")
     if proba is not None:
-        try:
-            proba = np.asarray(proba, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"prediction {pid!r}: y_proba must be numeric: {exc}") from None
-        if proba.ndim == 1:
-            proba = proba.reshape(-1, 1)
-        if proba.ndim != 2 or proba.shape[0] != n:
-            raise InvalidInputError(
-                f"prediction {pid!r}: y_proba must have shape ({n}, n_classes), got {proba.shape}"
-            )
-        out["y_proba"] = proba
-    for key, dtype in (("sample_indices", np.int64), ("weights", np.float64)):
+        out["y_proba"] = _as_proba(proba, n, pid)
+    for key, dtype in _OPTIONAL_1D:
         value = record.get(key)
-        if value is None:
-            continue
-        array = _as_1d(value, key, pid)
-        if len(array) != n:
-            raise InvalidInputError(
-                f"prediction {pid!r}: {key} has {len(array)} values but y_true has {n}"
-            )
-        try:
-            out[key] = array.astype(dtype, casting="same_kind" if key == "weights" else "unsafe")
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"prediction {pid!r}: {key} must be numeric") from exc
+        if value is not None:
+            out[key] = _as_optional_1d(value, key, dtype, n, pid)
     return out
+
+
+#: optional per-sample arrays of a record and the dtype each is stored as
+_OPTIONAL_1D = (("sample_indices", np.int64), ("weights", np.float64))
+
+
+def _as_proba(value: Any, n: int, pid: str) -> np.ndarray:
+    """``y_proba`` as a float ``(n, n_classes)`` array (a 1-D one is one column)."""
+    try:
+        proba = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"prediction {pid!r}: y_proba must be numeric: {exc}") from None
+    if proba.ndim == 1:
+        proba = proba.reshape(-1, 1)
+    if proba.ndim != 2 or proba.shape[0] != n:
+        raise InvalidInputError(
+            f"prediction {pid!r}: y_proba must have shape ({n}, n_classes), got {proba.shape}"
+        )
+    return proba
+
+
+def _as_optional_1d(value: Any, key: str, dtype: Any, n: int, pid: str) -> np.ndarray:
+    """``sample_indices`` or ``weights`` as ``n`` values of ``dtype``."""
+    array = _as_1d(value, key, pid)
+    if len(array) != n:
+        raise InvalidInputError(
+            f"prediction {pid!r}: {key} has {len(array)} values but y_true has {n}"
+        )
+    try:
+        return array.astype(dtype, casting="same_kind" if key == "weights" else "unsafe")
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"prediction {pid!r}: {key} must be numeric") from exc
 
 
 def _list_column(values: list[np.ndarray | None], dtype: pa.DataType) -> pa.Array:

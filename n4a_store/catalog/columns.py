@@ -16,10 +16,10 @@ only hold such strings and integers that fit in 64 bits.
 from __future__ import annotations
 
 import functools
-
 import json
 import math
 from datetime import date, datetime
+from json.encoder import c_make_encoder, encode_basestring_ascii
 from pathlib import PurePath
 from typing import Any
 
@@ -93,8 +93,8 @@ def int_or_none(value: Any, field: str, bits: int = 64) -> int | None:
     The result must fit a signed integer of ``bits`` bits (32 for ``INTEGER``
     columns, 64 for ``BIGINT``); anything larger raises InvalidInputError.
     """
-    if type(value) is int and -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
-        return value  # the common case
+    if type(value) is int and value.bit_length() < bits:
+        return value  # the common case: |value| < 2**(bits-1) fits (-2**(bits-1) is checked below)
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -223,6 +223,16 @@ JSON_INT_MAX = (1 << 64) - 1
 
 
 def _plain(obj: Any, field: str) -> Any:
+    """``obj`` as plain JSON values (dict, list, str, int, float, bool, None), checked."""
+    kind = type(obj)  # the exact types first: the same results, without the isinstance chain
+    if kind is str:
+        return _json_text(obj, field)
+    if kind is float:
+        return obj if math.isfinite(obj) else None
+    if kind is dict:
+        return {_json_text(str(k), field): _plain(v, field) for k, v in obj.items()}
+    if kind is list:
+        return [_plain(v, field) for v in obj]
     if obj is None or isinstance(obj, bool):
         return obj
     if isinstance(obj, str):
@@ -256,6 +266,8 @@ def _plain(obj: Any, field: str) -> Any:
 
 
 def _json_text(text: str, field: str) -> str:
+    if type(text) is str and text.isascii():
+        return text  # ASCII holds no lone surrogate
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
@@ -265,31 +277,70 @@ def _json_text(text: str, field: str) -> str:
     return text
 
 
-def _flat_plain_dict(obj: Any) -> bool:
-    """True for a dict of ASCII keys to finite floats, 64-bit ints, ASCII text, bools or None:
-    already what :func:`_plain` would make of it (the usual scores and parameters)."""
-    if type(obj) is not dict:
-        return False
-    for key, value in obj.items():
-        if type(key) is not str or not key.isascii():
-            return False
-        kind = type(value)
-        if kind is float:
-            if not math.isfinite(value):
-                return False
-        elif kind is int:
-            if not JSON_INT_MIN <= value <= JSON_INT_MAX:
-                return False
-        elif kind is str:
-            if not value.isascii():
-                return False
-        elif value is not None and kind is not bool:
-            return False
-    return True
+def _scalar_json(value: Any) -> str | None:
+    """JSON text of a float, 64-bit int, ASCII str, bool or None of exactly that type
+    (as the encoder writes it after :func:`_plain`); None for any other value."""
+    kind = type(value)
+    if kind is float:
+        return repr(value) if math.isfinite(value) else "null"
+    if kind is int:
+        return repr(value) if JSON_INT_MIN <= value <= JSON_INT_MAX else None
+    if kind is str:
+        return encode_basestring_ascii(value) if value.isascii() else None
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    return None
+
+
+def _flat_json(obj: Any) -> str | None:
+    """JSON text of a dict (ASCII ``str`` keys) or a list of :func:`_scalar_json` values,
+    the usual scores, parameters and choices; None for anything else (left to the encoder)."""
+    kind = type(obj)
+    if kind is dict:
+        parts = []
+        for key, value in obj.items():
+            if type(key) is not str or not key.isascii():
+                return None
+            text = _scalar_json(value)
+            if text is None:
+                return None
+            parts.append(f"{encode_basestring_ascii(key)}:{text}")
+        return "{" + ",".join(parts) + "}"
+    if kind is list:
+        parts = [_scalar_json(value) for value in obj]
+        return None if None in parts else "[" + ",".join(parts) + "]"  # type: ignore[arg-type]
+    return None
 
 
 #: one encoder for every call (``json.dumps`` with options builds a new one each time)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _c_encoder() -> Any:
+    """The C encoder ``_ENCODER.encode`` would build on each call, built once (None without it).
+
+    No circular-reference markers: it only encodes :func:`_plain` output, a fresh tree.
+    """
+    if c_make_encoder is None:
+        return None
+    try:
+        return c_make_encoder(None, _ENCODER.default, encode_basestring_ascii, None,
+                              _ENCODER.key_separator, _ENCODER.item_separator,
+                              False, False, True)
+    except TypeError:  # another signature: use the encoder's own path
+        return None
+
+
+_C_ENCODE = _c_encoder()
+
+
+def _encode(plain: Any) -> str:
+    """JSON text of :func:`_plain` output, as ``_ENCODER.encode`` writes it."""
+    if _C_ENCODE is None:
+        return _ENCODER.encode(plain)
+    return "".join(_C_ENCODE(plain, 0))
 
 
 def to_json(obj: Any, field: str) -> str | None:
@@ -301,10 +352,11 @@ def to_json(obj: Any, field: str) -> str | None:
     """
     if obj is None:
         return None
-    if _flat_plain_dict(obj):
-        return _ENCODER.encode(obj)
+    text = _flat_json(obj)
+    if text is not None:
+        return text
     try:
-        return _ENCODER.encode(_plain(obj, field))
+        return _encode(_plain(obj, field))
     except RecursionError:
         raise InvalidInputError(f"{field} is nested too deeply (or contains itself)") from None
 

@@ -8,7 +8,8 @@ the column layout of :mod:`n4a_store.catalog.pending`) or raise
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -26,23 +27,54 @@ from ..catalog.columns import (
 )
 from ..errors import InvalidInputError
 
+_EPOCH = datetime(1970, 1, 1)
+
 
 def now() -> datetime:
-    """The current UTC time, naive (as the catalog stores it)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    """The current UTC time, naive (as the catalog stores it).
+
+    The same value as ``datetime.now(timezone.utc)`` without its time zone (both
+    floor the system clock to the microsecond), built without the zone round trip.
+    """
+    return _EPOCH + timedelta(0, 0, time.time_ns() // 1000)
+
+
+#: ids made per refill of :data:`_IDS`
+ID_BATCH = 256
+#: byte maps setting the version-4 nibble and the RFC 4122 variant bits of a UUID
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+#: (start, stop) of the five dash-separated groups of a UUID's 32 hex digits
+_GROUPS = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))
+#: ids made ahead, taken with ``list.pop`` (atomic, so threads never share one)
+_IDS: list[str] = []
+os.register_at_fork(after_in_child=_IDS.clear)  # a child never reuses its parent's ids
+
+
+def _fresh_ids(count: int) -> list[str]:
+    """``count`` random version-4 UUID strings from ``os.urandom``, formatted all at once."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    digits = np.frombuffer(raw.hex().encode("ascii"), dtype=np.uint8).reshape(count, 32)
+    lines = np.full((count, 37), ord("-"), dtype=np.uint8)  # 36 characters and a line break
+    lines[:, 36] = ord("\n")
+    for group, (start, stop) in enumerate(_GROUPS):
+        lines[:, start + group:stop + group] = digits[:, start:stop]
+    return lines.tobytes().decode("ascii").split()
 
 
 def new_id() -> str:
     """A fresh random (version 4) UUID string.
 
-    Built from ``os.urandom`` like :func:`uuid.uuid4`, without the ``UUID`` object
-    (which costs as much again); safe across ``fork``.
+    Built from ``os.urandom`` like :func:`uuid.uuid4`, :data:`ID_BATCH` at a time;
+    safe across threads and ``fork`` (a child process drops the ids made ahead).
     """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    try:
+        return _IDS.pop()
+    except IndexError:
+        _IDS.extend(_fresh_ids(ID_BATCH))
+        return _IDS.pop()
 
 
 #: longest name (run, pipeline, model class, ...) accepted
@@ -69,7 +101,8 @@ def check_fold(value: Any) -> str | None:
     """A fold id: text, or an integer (stored as text)."""
     if value is None:
         return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+    if type(value) is int or (isinstance(value, (int, np.integer))
+                              and not isinstance(value, (bool, np.bool_))):
         return str(int(value))
     if not isinstance(value, str):
         raise InvalidInputError(f"fold_id must be a string or an integer, got {type(value).__name__}")
@@ -209,6 +242,28 @@ def chain_row(pipeline_id: str, steps: Any, model_step_idx: Any, model_class: An
     return check_row("chains", row), referenced
 
 
+#: the optional text arguments of :func:`prediction_row`, in the order they are checked
+_PREDICTION_TEXTS = ("preprocessings", "chain_id", "model_name", "model_class", "metric",
+                     "task_type", "branch_name")
+
+
+def _plain_texts(values: tuple[Any, ...]) -> bool:
+    """True when every value is None or an ASCII ``str`` without NUL (what
+    :func:`text_or_none` accepts at once); otherwise each is checked on its own."""
+    for value in values:
+        if value is not None and (type(value) is not str or not value.isascii() or "\x00" in value):
+            return False
+    return True
+
+
+def _any_given(values: Any) -> bool:
+    """True when any of ``values`` is not None (arrays are never compared)."""
+    for value in values:
+        if value is not None:
+            return True
+    return False
+
+
 def prediction_row(
     pipeline_id: str, chain_id: Any, dataset_name: Any, model_name: Any, model_class: Any,
     fold_id: Any, partition: Any, val_score: Any, test_score: Any, train_score: Any, metric: Any,
@@ -223,15 +278,15 @@ def prediction_row(
     """
     check_dataset(dataset_name)
     check_name(partition, "partition")
-    for value, field in ((preprocessings, "preprocessings"), (chain_id, "chain_id"),
-                         (model_name, "model_name"), (model_class, "model_class"),
-                         (metric, "metric"), (task_type, "task_type"), (branch_name, "branch_name")):
-        text_or_none(value, field)
+    texts = (preprocessings, chain_id, model_name, model_class, metric, task_type, branch_name)
+    if not _plain_texts(texts):
+        for value, field in zip(texts, _PREDICTION_TEXTS):
+            text_or_none(value, field)
     fold = check_fold(fold_id)
     val = finite_or_none(val_score, "val_score")
     prediction_id = new_id()
     record = None
-    if any(v is not None for v in arrays.values()):
+    if _any_given(arrays.values()):
         record = normalize_record({
             "prediction_id": prediction_id, "dataset_name": dataset_name, **arrays,
             "model_name": model_name, "fold_id": fold, "partition": partition, "metric": metric,
