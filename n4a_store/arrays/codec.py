@@ -8,7 +8,7 @@ Numeric ``y_true``/``y_pred`` are stored as ``list<double>``; label arrays
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -78,8 +78,11 @@ def _as_1d(value: Any, key: str, pid: str) -> np.ndarray:
     return array
 
 
+_NUMERIC_KINDS = frozenset("biuf")
+
+
 def _is_numeric(array: np.ndarray) -> bool:
-    return array.dtype.kind in "biuf"
+    return array.dtype.kind in _NUMERIC_KINDS
 
 
 def _check_values(array: np.ndarray, key: str, pid: str) -> np.ndarray:
@@ -209,49 +212,64 @@ def _as_optional_1d(value: Any, key: str, dtype: Any, n: int, pid: str) -> np.nd
         raise InvalidInputError(f"prediction {pid!r}: {key} must be numeric") from exc
 
 
-def _list_column(values: list[np.ndarray | None], dtype: pa.DataType) -> pa.Array:
-    """A list column from one array (or None, a null) per row."""
+def _list_column(values: Sequence[np.ndarray | None], dtype: pa.DataType) -> pa.Array:
+    """A list column from one 1-D array (or None, a null) per row."""
     present = [v for v in values if v is not None]
     if not present:  # the usual case for optional arrays: no pass beyond this one
         return pa.nulls(len(values), type=pa.list_(dtype))
-    lengths = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
+    complete = len(present) == len(values)
+    sizes = map(len, present) if complete else (0 if v is None else len(v) for v in values)
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
+    np.cumsum(np.fromiter(sizes, dtype=np.int64, count=len(values)), out=offsets[1:])
     if pa.types.is_string(dtype):
         flat = pa.array([str(x) for v in present for x in v.tolist()], type=pa.string())
     else:
         np_type = np.int64 if pa.types.is_integer(dtype) else np.float64
-        flat = pa.array(np.concatenate([np.asarray(v, dtype=np_type).ravel() for v in present]), type=dtype)
-    mask = None
-    if len(present) < len(values):
-        mask = pa.array(np.fromiter((v is None for v in values), dtype=bool, count=len(values)))
+        flat = pa.array(np.concatenate(present, axis=None, dtype=np_type, casting="unsafe"), type=dtype)
+    mask = None if complete else pa.array(
+        np.fromiter((v is None for v in values), dtype=bool, count=len(values)))
     return pa.ListArray.from_arrays(pa.array(offsets), flat, type=pa.list_(dtype), mask=mask)
 
 
-_ROW_PARTS = (*(name for name, _ in META_FIELDS), "y_true", "y_pred")
+_ROW_PARTS = (*(name for name, _ in META_FIELDS), "y_true", "y_pred", "y_proba", "sample_indices",
+              "weights")
+
+
+def _targets(values: Sequence[np.ndarray]) -> tuple[list[np.ndarray | None] | Sequence[np.ndarray],
+                                                     list[np.ndarray | None] | None]:
+    """(numeric arrays, label arrays) of a target column, None where a row has the other kind."""
+    if {v.dtype.kind for v in values} <= _NUMERIC_KINDS:  # a regression or numeric classes
+        return values, None
+    numeric = [v if _is_numeric(v) else None for v in values]
+    return numeric, [None if number is not None else v for number, v in zip(numeric, values)]
 
 
 def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
     """Build an Arrow table (schema :data:`SCHEMA`) from normalised records.
 
-    Each record is read once for its metadata and its two arrays (:func:`transpose`);
-    columns no record fills (probabilities, indices, weights, labels of a regression)
-    are built as nulls without a pass over the records.
+    Each record is read once (:func:`transpose`); columns no record fills
+    (probabilities, indices, weights, labels of a regression) are built as nulls
+    without another pass over the records.
     """
     columns: dict[str, pa.Array] = {}
     parts = transpose(records, _ROW_PARTS)
     for (name, dtype), values in zip(META_FIELDS, parts):
         columns[name] = pa.array(values, type=dtype)
-    for name, values in (("y_true", parts[-2]), ("y_pred", parts[-1])):
-        numeric = [v if _is_numeric(v) else None for v in values]
+    y_true, y_pred, probas, indices, weights = parts[len(META_FIELDS):]
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        numeric, labels = _targets(values)
         columns[name] = _list_column(numeric, pa.float64())
-        labels = [None if number is not None else v for number, v in zip(numeric, values)]
-        columns[f"{name}_labels"] = _list_column(labels, pa.string())
-    probas = [r.get("y_proba") for r in records]
-    columns["y_proba"] = _list_column([None if p is None else p.ravel() for p in probas], pa.float64())
-    columns["y_proba_cols"] = pa.array([None if p is None else p.shape[1] for p in probas], type=pa.int32())
-    columns["sample_indices"] = _list_column([r.get("sample_indices") for r in records], pa.int64())
-    columns["weights"] = _list_column([r.get("weights") for r in records], pa.float64())
+        columns[f"{name}_labels"] = (pa.nulls(len(values), type=pa.list_(pa.string())) if labels is None
+                                     else _list_column(labels, pa.string()))
+    if any(p is not None for p in probas):
+        columns["y_proba"] = _list_column([None if p is None else p.ravel() for p in probas], pa.float64())
+        columns["y_proba_cols"] = pa.array([None if p is None else p.shape[1] for p in probas],
+                                           type=pa.int32())
+    else:
+        columns["y_proba"] = pa.nulls(len(records), type=pa.list_(pa.float64()))
+        columns["y_proba_cols"] = pa.nulls(len(records), type=pa.int32())
+    columns["sample_indices"] = _list_column(indices, pa.int64())
+    columns["weights"] = _list_column(weights, pa.float64())
     return pa.Table.from_arrays([columns[f.name] for f in SCHEMA], schema=SCHEMA)
 
 

@@ -74,35 +74,47 @@ class ArrayStore:
         Each record dict gets ``_location = (file name, row)`` set in place: a
         hint that lets :meth:`load_at` read it without the index.
         """
-        plan = self._plan(records)
+        plan, locations = self._plan(records)
+        for record, location in zip(records, locations):
+            record["_location"] = location
         self._write(plan)
         return [path for path, _, _ in plan]
 
-    def _plan(self, records: list[dict], trusted: bool = False) -> list[tuple[Path, pa.Table, str]]:
-        """Validate ``records`` and choose their files: (final path, table, dataset) per dataset.
+    def _plan(self, records: list[dict], trusted: bool = False,
+              ) -> tuple[list[tuple[Path, pa.Table, str]], list[tuple[str, int]]]:
+        """Validate ``records`` and choose their files, writing nothing.
 
-        Nothing is written; every record gets its ``_location`` hint. ``trusted``
-        records came out of ``normalize_record`` already.
+        Returns (final path, table, dataset) per dataset and, per record in order, its
+        (file name, row). ``trusted`` records came out of ``normalize_record`` already.
         """
         normalized = list(records) if trusted else [normalize_record(r) for r in records]
-        seen: set[str] = set()
-        for r in normalized:
-            if r["prediction_id"] in seen:
-                raise InvalidInputError(f"prediction {r['prediction_id']!r} appears twice in the batch")
-            seen.add(r["prediction_id"])
-        by_dataset: dict[str, list[dict]] = defaultdict(list)
-        originals: dict[str, list[dict]] = defaultdict(list)
-        for r, original in zip(normalized, records):
-            by_dataset[r["dataset_name"]].append(r)
-            originals[r["dataset_name"]].append(original)
-        plan = []
-        for dataset, rows in by_dataset.items():
+        ids = [r["prediction_id"] for r in normalized]
+        if len(set(ids)) < len(ids):
+            seen: set[str] = set()
+            for pid in ids:
+                if pid in seen:
+                    raise InvalidInputError(f"prediction {pid!r} appears twice in the batch")
+                seen.add(pid)
+        datasets = [r["dataset_name"] for r in normalized]
+        if len(set(datasets)) <= 1:  # the usual case: one file, rows in the records' order
+            if not normalized:
+                return [], []
             name = new_part_name()
-            for row, original in enumerate(originals[dataset]):
-                original["_location"] = (name, row)
+            final = self.root / dataset_dirname(datasets[0]) / name
+            return ([(final, records_to_table(normalized), datasets[0])],
+                    [(name, row) for row in range(len(normalized))])
+        by_dataset: dict[str, list[int]] = defaultdict(list)
+        for index, dataset in enumerate(datasets):
+            by_dataset[dataset].append(index)
+        plan = []
+        locations: list[tuple[str, int]] = [("", 0)] * len(normalized)
+        for dataset, indexes in by_dataset.items():
+            name = new_part_name()
+            for row, index in enumerate(indexes):
+                locations[index] = (name, row)
             final = self.root / dataset_dirname(dataset) / name
-            plan.append((final, records_to_table(rows), dataset))
-        return plan
+            plan.append((final, records_to_table([normalized[i] for i in indexes]), dataset))
+        return plan, locations
 
     def _write(self, plan: list[tuple[Path, pa.Table, str]]) -> None:
         """Write planned files durably (atomic_path creates directories durably); undo on failure."""
@@ -127,11 +139,9 @@ class ArrayStore:
         With ``defer_files`` the files are written by the returned ``write`` (which the
         caller runs before COMMIT, on any thread); otherwise before this returns.
         """
-        plan = self._plan(records, normalized)
-        refs = {}
-        for record in records:
-            name, row = record.pop("_location")
-            refs[record["prediction_id"]] = f"{name}#{row}"
+        plan, locations = self._plan(records, normalized)
+        refs = {record["prediction_id"]: f"{name}#{row}"
+                for record, (name, row) in zip(records, locations)}
         paths = [path for path, _, _ in plan]
         if not defer_files:
             self._write(plan)

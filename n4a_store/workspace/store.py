@@ -361,7 +361,9 @@ class WorkspaceStore:
             arrays)
         with self._lock:
             self._check_open()
-            run_id, _ = self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
+            # a pipeline this store begun or looked up was checked then: no id check again
+            owner = self._uow.pipelines.get(pipeline_id) if type(pipeline_id) is str else None
+            run_id, _ = owner or self._uow.pipeline_owner(_parent_id(pipeline_id, "pipeline_id"))
             if chain_id is not None:
                 self._uow.require_chain(_parent_id(chain_id, "chain_id"))
             row["run_id"] = run_id
