@@ -94,6 +94,11 @@ def _column(values: list[Any], type_code: int) -> tuple[list[Any], pl.DataType |
     return values, dtype
 
 
+def _number_as_float(value: Any) -> Any:
+    """A ``numeric`` value (``Decimal``) as the float :meth:`PostgresSession.frame` makes of it."""
+    return float(value) if isinstance(value, Decimal) else value
+
+
 class PostgresSession:
     """A :class:`~n4a_store.catalog.base.Session` over one psycopg connection."""
 
@@ -126,8 +131,16 @@ class PostgresSession:
         return pl.DataFrame(series)
 
     def records(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Rows as dicts, typed as :meth:`frame` types them."""
-        return self.frame(sql, params).to_dicts()
+        """Rows as dicts straight from the cursor, valued as :meth:`frame` values them.
+
+        No DataFrame is built: a point read stays clear of polars (whose first use in a
+        process can cost more than a second while its runtime loads).
+        """
+        with self.con.cursor() as cur:
+            cur.execute(_pg(sql), list(params))
+            names = [col.name for col in cur.description or ()]
+            data = cur.fetchall()
+        return [dict(zip(names, map(_number_as_float, row))) for row in data]
 
     def insert(self, table: str, rows: pa.Table) -> None:
         """COPY an Arrow table into ``table`` (columns by name)."""
