@@ -195,6 +195,9 @@ class SqlCatalog(ABC):
         if not wanted:
             return set()
         suffix = self.row_lock(lock) if lock else ""
+        if len(wanted) == 1:  # the usual check of one commit: a plain key lookup plans fastest
+            return {r[0] for r in s.rows(
+                f"SELECT {column} FROM {table} WHERE {column} = ?{suffix}", wanted)}
         return {r[0] for r in s.rows(
             f"SELECT {column} FROM {table} WHERE {self.in_list(column)}{suffix}", [wanted])}
 
@@ -240,15 +243,6 @@ class SqlCatalog(ABC):
         """Bulk-insert buffered rows of one table."""
         if rows.num_rows:
             s.insert(table, rows)
-
-    #: True when :meth:`insert_pipelines` itself skips pipelines whose run is gone, so a
-    #: commit need not look the runs up first (where writers are serialised anyway)
-    checks_runs_at_insert = False
-
-    def insert_pipelines(self, s: Session, rows: pa.Table) -> int:
-        """Insert ``pipelines`` rows; return how many went in (fewer: a run was deleted)."""
-        self.insert_rows(s, "pipelines", rows)
-        return rows.num_rows
 
     # -- deletes ---------------------------------------------------------------------
     def chains_of_pipelines(self, s: Session, pipeline_ids: list[str]) -> list[dict[str, Any]]:

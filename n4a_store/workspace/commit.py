@@ -51,10 +51,6 @@ _RETRIES = 5
 REFS_KEY = "_refs"
 
 
-class _RunsGone(Exception):
-    """A buffered pipeline's run was deleted meanwhile: the commit is redone with the checks."""
-
-
 class UnitOfWork:
     """The write buffers of one store and the caches of ids it knows exist."""
 
@@ -196,21 +192,14 @@ class UnitOfWork:
         still excludes conflicting writers (file removal of deleted rows). With
         ``maintenance`` the transaction is a gc/delete (see ``SqlCatalog.writing``).
         """
-        # where the catalog's pipeline insert skips rows of deleted runs, the runs are not
-        # looked up first; if one was deleted, the commit is redone with the look-up
-        check_runs = not self.catalog.checks_runs_at_insert
-        attempt = 0
-        while True:
+        for attempt in range(_RETRIES):
             try:
-                return self._commit_once(extra, after, maintenance, rows or PendingWrites(), unnamed,
-                                         check_runs)
-            except _RunsGone:  # rolled back, files undone: again, dropping the orphaned rows first
-                check_runs = True
+                return self._commit_once(extra, after, maintenance, rows or PendingWrites(), unnamed)
             except Exception as error:  # the buffer was kept: retry transient conflicts
-                attempt += 1
-                if attempt == _RETRIES or not self.catalog.is_transient(error):
+                if attempt == _RETRIES - 1 or not self.catalog.is_transient(error):
                     raise
-                time.sleep(0.01 * (2 ** (attempt - 1)))
+                time.sleep(0.01 * (2 ** attempt))
+        return None  # pragma: no cover - the loop always returns or raises
 
     def _artifact_rows(self, refs: Counter[str], unnamed: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """Rows to insert (saved here, with their claims) and claims to add to cataloged ones."""
@@ -229,7 +218,7 @@ class UnitOfWork:
 
     def _commit_once(self, extra: Callable[[Session], Any] | None,
                      after: Callable[[Any], None] | None, maintenance: bool,
-                     pending: PendingWrites, unnamed: bool, check_runs: bool) -> Any:
+                     pending: PendingWrites, unnamed: bool) -> Any:
         if pending.is_empty() and extra is None and not (unnamed and self.unstored_artifacts()):
             return None
         staged: StagedArrays | None = None
@@ -241,7 +230,7 @@ class UnitOfWork:
         new: list[dict[str, Any]] = []
         try:
             with catalog.writing(after_commit=on_commit, maintenance=maintenance) as s:
-                self._drop_orphans(s, pending, check_runs)
+                self._drop_orphans(s, pending)
                 for chain in pending.chains:
                     refs.update(chain[REFS_KEY])
                 new, claims = self._artifact_rows(refs, unnamed)
@@ -261,11 +250,7 @@ class UnitOfWork:
                         if ref is not None:
                             row["array_ref"] = ref
                 files.start()
-                if pending.pipelines:
-                    table = pending.table("pipelines")
-                    if catalog.insert_pipelines(s, table) < table.num_rows:
-                        raise _RunsGone()
-                for name in ("chains", "predictions", "logs"):
+                for name in ("pipelines", "chains", "predictions", "logs"):
                     if getattr(pending, name):
                         catalog.insert_rows(s, name, pending.table(name))
                 if pending.completions:
@@ -297,11 +282,10 @@ class UnitOfWork:
             if item.named >= item.saves:
                 del self.saved[artifact_id]
 
-    def _drop_orphans(self, s: Session, pending: PendingWrites, check_runs: bool = True) -> None:
+    def _drop_orphans(self, s: Session, pending: PendingWrites) -> None:
         """Drop buffered rows whose pipeline, run or chain another process deleted meanwhile.
 
-        They can never be committed. Without ``check_runs`` the runs of new pipelines are
-        not looked up (the catalog's pipeline insert checks them). A warning names what was dropped, and
+        They can never be committed. A warning names what was dropped, and
         ``complete_pipeline`` of such a pipeline raises ``MissingParentError``. The
         surviving pipelines (and runs) stay locked against deletes until COMMIT.
         """
@@ -313,7 +297,7 @@ class UnitOfWork:
         if pipeline_ids:
             lost = pipeline_ids - self.catalog.existing(s, "pipelines", "pipeline_id", pipeline_ids,
                                                         lock="share")
-        if begun and check_runs:
+        if begun:
             run_ids = {r["run_id"] for r in pending.pipelines.values()}
             gone_runs = run_ids - self.catalog.existing(s, "runs", "run_id", run_ids, lock="share")
             lost |= {p for p, r in pending.pipelines.items() if r["run_id"] in gone_runs}
