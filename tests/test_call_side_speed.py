@@ -169,6 +169,36 @@ def test_new_ids_are_unique_v4_across_batches_and_threads() -> None:
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
 
 
+def test_new_id_never_fails_when_threads_empty_the_pool_between_refill_and_pop(monkeypatch) -> None:
+    """With a pool of one id and a tiny switch interval, threads race for every refill:
+    each call still returns an id (none raises), and no id is handed out twice."""
+    import sys
+
+    monkeypatch.setattr(writes, "ID_BATCH", 1)
+    interval = sys.getswitchinterval()
+    errors: list[BaseException] = []
+    seen: list[list[str]] = []
+
+    def draw() -> None:
+        try:
+            seen.append([writes.new_id() for _ in range(20_000)])
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=draw) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    ids = [i for batch in seen for i in batch]
+    assert len(set(ids)) == len(ids) == 80_000
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_makes_its_own_ids() -> None:
     writes.new_id()  # the parent holds ids made ahead

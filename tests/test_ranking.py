@@ -76,3 +76,46 @@ def test_ties_go_to_the_smaller_pipeline_name(store):
     later = _pipeline(store, run_id, "0002_b", "ferm", "rmse", "regression", {"avg": 1.0})
     first = _pipeline(store, run_id, "0001_a", "ferm", "rmse", "regression", {"avg": 1.0})
     assert store.top_predictions(2, fold_id="avg")["pipeline_id"].to_list() == [first, later]
+
+
+@pytest.mark.parametrize("metric,ascending", [("rmse", None), ("r2", None), ("rmse", False),
+                                              ("rmse", True), ("mixed", None)])
+def test_top_n_agrees_with_a_full_sort_through_ties_and_nulls(store, metric, ascending):
+    """The top n (found on DuckDB by bounding the rows with the n-th best score first) is
+    exactly the first n of a full sort: score, then pipeline name, then prediction id,
+    ties at the boundary and missing scores included."""
+    import random
+
+    rng = random.Random(7)
+    run_id = store.begin_run("exp", {}, [])
+    rows = []
+    for i in range(40):
+        name = f"p{rng.randrange(10):02d}_{i:02d}"
+        row_metric = metric if metric != "mixed" else ("rmse" if i % 2 else "accuracy")
+        pid = store.begin_pipeline(run_id, name, {}, [], "ds", "h")
+        for fold in range(3):
+            value = rng.choice([None, 0.5, 0.25, 0.75, round(rng.random(), 1)])
+            prediction = store.save_prediction(
+                pid, None, "ds", "M", "pkg.M", str(fold), "val", value, None, None, row_metric,
+                "regression", 10, 5, {}, {}, None, None, 0, 0.0)
+            rows.append((value, name, prediction, row_metric))
+        store.complete_pipeline(pid, None, None, row_metric, 1)
+
+    def sort_key(row):
+        value, name, prediction, row_metric = row
+        if value is None:
+            return (1, 0.0, name, prediction)
+        if ascending is None:
+            better_high = ranking.higher_is_better(row_metric)
+        else:
+            better_high = not ascending
+        return (0, -value if better_high else value, name, prediction)
+
+    if metric == "mixed":  # one ranking cannot hold both directions
+        with pytest.raises(InvalidInputError):
+            store.top_predictions(5, ascending=ascending)
+        return
+    expected_all = [r[2] for r in sorted(rows, key=sort_key)]
+    for n in (1, 3, 7, 20, 119, 120, 200):
+        got = store.top_predictions(n, ascending=ascending)["prediction_id"].to_list()
+        assert got == expected_all[:n], n

@@ -70,11 +70,11 @@ def new_id() -> str:
     Built from ``os.urandom`` like :func:`uuid.uuid4`, :data:`ID_BATCH` at a time;
     safe across threads and ``fork`` (a child process drops the ids made ahead).
     """
-    try:
-        return _IDS.pop()
-    except IndexError:
-        _IDS.extend(_fresh_ids(ID_BATCH))
-        return _IDS.pop()
+    while True:  # other threads may empty the pool between a refill and its pop
+        try:
+            return _IDS.pop()
+        except IndexError:
+            _IDS.extend(_fresh_ids(ID_BATCH))
 
 
 #: longest name (run, pipeline, model class, ...) accepted
