@@ -83,7 +83,7 @@ def test_flat_fast_path_agrees_with_the_general_path(obj: Any) -> None:
     fast = columns._flat_json(obj)
     if fast is not None:
         assert fast == columns._ENCODER.encode(columns._plain(obj, "value"))
-    assert to_json(obj, "value") == _dumps(_reference(obj))
+    assert to_json(obj, "value") == _dumps(_reference(obj), obj)
 
 
 @settings(max_examples=200, deadline=None)
@@ -93,7 +93,7 @@ def test_pure_encoder_fallback_agrees(obj: Any) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(columns, "_C_ENCODE", None)
         assert columns._encode(plain) == columns._ENCODER.encode(plain)
-        assert to_json(obj, "value") == _dumps(_reference(obj))
+        assert to_json(obj, "value") == _dumps(_reference(obj), obj)
 
 
 @pytest.mark.parametrize("obj, text", [
@@ -269,3 +269,18 @@ def test_prediction_row_refusals(overrides: dict[str, Any], message: str) -> Non
     with pytest.raises(InvalidInputError) as error:
         _prediction(**overrides)
     assert str(error.value).startswith(message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(), st.floats(allow_nan=False, allow_infinity=False),
+                          st.sampled_from([1e308, -1e308, 0.0, -0.0]), st.integers(-5, 5),
+                          st.booleans(), st.none()), min_size=9, max_size=60))
+def test_long_float_vectors_agree_with_the_general_path(values: list[Any]) -> None:
+    """Vectors (a step's wavelengths, say) skip the per-value walk when every value is a
+    finite float; anything else (NaN, inf, a sum that overflows, other types) takes the
+    general path. Either way the text is what the reference gives."""
+    floats_only = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 1.0
+                   for v in values]
+    for vector in (values, floats_only):
+        assert to_json({"w": vector}, "value") == _dumps(_reference({"w": vector}))
+        assert to_json(vector, "value") == _dumps(_reference(vector))

@@ -222,6 +222,19 @@ JSON_INT_MIN = -(1 << 63)
 JSON_INT_MAX = (1 << 64) - 1
 
 
+def _finite_floats(values: list[Any]) -> bool:
+    """True when every value is exactly a finite float (checked in C loops, no Python per value).
+
+    A sum that overflows answers False too: the general path then checks each value.
+    """
+    if set(map(type, values)) != {float}:
+        return False
+    try:
+        return math.isfinite(math.fsum(values))
+    except OverflowError:  # huge values whose partial sums overflow
+        return False
+
+
 def _plain(obj: Any, field: str) -> Any:
     """``obj`` as plain JSON values (dict, list, str, int, float, bool, None), checked."""
     kind = type(obj)  # the exact types first: the same results, without the isinstance chain
@@ -232,6 +245,8 @@ def _plain(obj: Any, field: str) -> Any:
     if kind is dict:
         return {_json_text(str(k), field): _plain(v, field) for k, v in obj.items()}
     if kind is list:
+        if len(obj) > 8 and _finite_floats(obj):  # a vector in a step's parameters
+            return obj
         return [_plain(v, field) for v in obj]
     if obj is None or isinstance(obj, bool):
         return obj
