@@ -119,3 +119,51 @@ def test_top_n_agrees_with_a_full_sort_through_ties_and_nulls(store, metric, asc
     for n in (1, 3, 7, 20, 119, 120, 200):
         got = store.top_predictions(n, ascending=ascending)["prediction_id"].to_list()
         assert got == expected_all[:n], n
+
+
+@pytest.mark.parametrize("metric", ["rmse", "r2", "mixed"])
+@pytest.mark.parametrize("group_by", ["fold_id", "pipeline_id", "metric"])
+def test_top_n_per_group_agrees_with_a_full_sort(store, metric, group_by):
+    """The top n per group (found on DuckDB from each group's n best keys first) is exactly
+    the first n of each group's full sort, groups ordered by their best row; ties at a
+    group's boundary, groups smaller than n and groups without any score included."""
+    import random
+
+    rng = random.Random(11)
+    run_id = store.begin_run("exp", {}, [])
+    rows = []
+    for i in range(30):
+        name = f"p{rng.randrange(8):02d}_{i:02d}"
+        row_metric = metric if metric != "mixed" else ("rmse" if i % 2 else "accuracy")
+        pid = store.begin_pipeline(run_id, name, {}, [], "ds", "h")
+        for fold in range(rng.randrange(1, 5)):
+            value = None if fold == 3 else rng.choice([None, 0.5, 0.25, round(rng.random(), 1)])
+            prediction = store.save_prediction(
+                pid, None, "ds", "M", "pkg.M", str(fold), "val", value, None, None, row_metric,
+                "regression", 10, 5, {}, {}, None, None, 0, 0.0)
+            rows.append({"value": value, "name": name, "prediction_id": prediction,
+                         "metric": row_metric, "fold_id": str(fold), "pipeline_id": pid})
+        store.complete_pipeline(pid, None, None, row_metric, 1)
+
+    def key(row):
+        if row["value"] is None:
+            return None
+        return -row["value"] if ranking.higher_is_better(row["metric"]) else row["value"]
+
+    if metric == "mixed" and group_by == "fold_id":  # a fold holds both directions
+        with pytest.raises(InvalidInputError):
+            store.top_predictions(2, group_by=group_by)
+        return
+    for n in (1, 2, 3, 50):
+        groups: dict[str, list[dict]] = {}
+        for row in rows:
+            groups.setdefault(row[group_by], []).append(row)
+        ranked = []
+        for value, members in groups.items():
+            members.sort(key=lambda r: (key(r) is None, key(r) or 0.0, r["name"], r["prediction_id"]))
+            scored = [key(r) for r in members if key(r) is not None]
+            best = min(scored) if scored else None
+            ranked.append(((best is None, best or 0.0, value), members[:n]))
+        expected = [r["prediction_id"] for _, top in sorted(ranked, key=lambda g: g[0]) for r in top]
+        got = store.top_predictions(n, group_by=group_by)["prediction_id"].to_list()
+        assert got == expected, (n, group_by)

@@ -421,18 +421,34 @@ class SqlCatalog(ABC):
                 f"{_where(clauses)}) p LEFT JOIN pipelines pl ON pl.pipeline_id = p.pipeline_id "
                 f"ORDER BY p.k NULLS LAST, pl.name NULLS LAST, p.prediction_id LIMIT ?",
                 [*params, int(n)])
-        partition_by = f"PARTITION BY p.{group} " if group else ""
-        # p.k: the score signed so that smaller is better
+        # c.k: the score signed so that smaller is better
+        source, source_params = self._group_candidates(group, key, where, params, int(n))
         sql = (f"SELECT {PREDICTION_SELECT} FROM ("
-               f"SELECT p.*, row_number() OVER ({partition_by}ORDER BY p.k NULLS LAST, "
+               f"SELECT p.*, row_number() OVER (PARTITION BY p.{group} ORDER BY p.k NULLS LAST, "
                f"p.pipeline_name NULLS LAST, p.prediction_id) AS rank_in_group, "
-               f"min(p.k) OVER ({partition_by.strip()}) AS group_best FROM ("
-               f"SELECT {PREDICTION_SELECT}, {key} AS k, (SELECT pl.name FROM pipelines pl "
-               f"WHERE pl.pipeline_id = predictions.pipeline_id) AS pipeline_name "
-               f"FROM predictions {where}) p) ranked WHERE rank_in_group <= ? "
-               f"ORDER BY group_best NULLS LAST, "
-               f"{f'{group} NULLS LAST, ' if group else ''}rank_in_group")
-        return s.frame(sql, [*params, int(n)])
+               f"min(p.k) OVER (PARTITION BY p.{group}) AS group_best FROM ("
+               f"SELECT c.*, (SELECT pl.name FROM pipelines pl WHERE pl.pipeline_id = c.pipeline_id) "
+               f"AS pipeline_name FROM {source} c) p) ranked WHERE rank_in_group <= ? "
+               f"ORDER BY group_best NULLS LAST, {group} NULLS LAST, rank_in_group")
+        return s.frame(sql, [*source_params, int(n)])
+
+    def _group_candidates(self, group: str, key: str, where: str, params: list[Any],
+                          n: int) -> tuple[str, list[Any]]:
+        """The rows a top ``n`` per group ranks, as a subquery with ``k``, and its parameters.
+
+        Where a read is one snapshot (:attr:`bounded_top_n`), only the rows of each group at
+        least as good as its n-th best (ties kept; a group with fewer than n ranked rows
+        whole) are ranked: a hash aggregate of the n best keys per group instead of a
+        window over every row.
+        """
+        rows = f"SELECT {PREDICTION_SELECT}, {key} AS k FROM predictions {where}"
+        if not self.bounded_top_n or n <= 0:
+            return f"({rows})", list(params)
+        return (f"(WITH scored AS ({rows}), bounds AS (SELECT {group} AS g, min(k, ?) AS best "
+                f"FROM scored GROUP BY {group}) SELECT scored.* FROM scored JOIN bounds "
+                f"ON scored.{group} IS NOT DISTINCT FROM bounds.g "
+                f"WHERE coalesce(len(bounds.best), 0) < ? OR scored.k <= list_max(bounds.best))",
+                [*params, n, n])
 
     #: True where the statements of one read session see one snapshot, so that a top-N can
     #: first find the n-th best key, then join only the rows at least that good
