@@ -436,10 +436,10 @@ class SqlCatalog(ABC):
                           n: int) -> tuple[str, list[Any]]:
         """The rows a top ``n`` per group ranks, as a subquery with ``k``, and its parameters.
 
-        Where a read is one snapshot (:attr:`bounded_top_n`), only the rows of each group at
+        Where the backend allows it (:attr:`bounded_top_n`), only the rows of each group at
         least as good as its n-th best (ties kept; a group with fewer than n ranked rows
-        whole) are ranked: a hash aggregate of the n best keys per group instead of a
-        window over every row.
+        whole) are ranked: a hash aggregate of the n best keys per group, in the same
+        statement, instead of a window over every row.
         """
         rows = f"SELECT {PREDICTION_SELECT}, {key} AS k FROM predictions {where}"
         if not self.bounded_top_n or n <= 0:
@@ -450,8 +450,9 @@ class SqlCatalog(ABC):
                 f"WHERE coalesce(len(bounds.best), 0) < ? OR scored.k <= list_max(bounds.best))",
                 [*params, n, n])
 
-    #: True where the statements of one read session see one snapshot, so that a top-N can
-    #: first find the n-th best key, then join only the rows at least that good
+    #: True where a top-N can be bounded first: the statements of one read session see one
+    #: snapshot (the n-th best key, then the rows at least that good) and the dialect has
+    #: ``min(x, n)`` and ``list_max`` (the n best keys of each group in one aggregate)
     bounded_top_n = False
 
     def _top_bound(self, s: Session, column: str, key: str, clauses: list[str], params: list[Any],

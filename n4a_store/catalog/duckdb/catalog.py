@@ -79,7 +79,8 @@ class DuckDBCatalog(SqlCatalog):
     """The catalog in ``<workspace>/store.duckdb``."""
 
     kind = "duckdb"
-    #: a read holds the shared workspace lock: no writer commits between its statements
+    #: a read holds the shared workspace lock (no writer commits between its statements),
+    #: and DuckDB has min(x, n) and list_max
     bounded_top_n = True
 
     def __init__(self, root: Path, lock_timeout: float = 60.0, idle_release: float = 0.2) -> None:
