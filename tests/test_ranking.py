@@ -80,35 +80,48 @@ def test_ties_go_to_the_smaller_pipeline_name(store):
     assert store.top_predictions(2, fold_id="avg")["pipeline_id"].to_list() == [first, later]
 
 
+def _random_predictions(store, seed: int, pipelines: int, names: int, folds, values, metric: str):
+    """Validation predictions with many ties and missing scores, as row dicts (what was saved).
+
+    ``folds(rng)`` gives a pipeline's fold count, ``values(rng, fold)`` a score (or None);
+    with ``metric="mixed"`` pipelines alternate between rmse and accuracy.
+    """
+    import random
+
+    rng = random.Random(seed)
+    run_id = store.begin_run("exp", {}, [])
+    rows = []
+    for i in range(pipelines):
+        name = f"p{rng.randrange(names):02d}_{i:02d}"
+        row_metric = metric if metric != "mixed" else ("rmse" if i % 2 else "accuracy")
+        pid = store.begin_pipeline(run_id, name, {}, [], "ds", "h")
+        for fold in range(folds(rng)):
+            value = values(rng, fold)
+            prediction = store.save_prediction(
+                pid, None, "ds", "M", "pkg.M", str(fold), "val", value, None, None, row_metric,
+                "regression", 10, 5, {}, {}, None, None, 0, 0.0)
+            rows.append({"value": value, "name": name, "prediction_id": prediction,
+                         "metric": row_metric, "fold_id": str(fold), "pipeline_id": pid})
+        store.complete_pipeline(pid, None, None, row_metric, 1)
+    return rows
+
+
 @pytest.mark.parametrize("metric,ascending", [("rmse", None), ("r2", None), ("rmse", False),
                                               ("rmse", True), ("mixed", None)])
 def test_top_n_agrees_with_a_full_sort_through_ties_and_nulls(store, metric, ascending):
     """The top n (found on DuckDB by bounding the rows with the n-th best score first) is
     exactly the first n of a full sort: score, then pipeline name, then prediction id,
     ties at the boundary and missing scores included."""
-    import random
-
-    rng = random.Random(7)
-    run_id = store.begin_run("exp", {}, [])
-    rows = []
-    for i in range(40):
-        name = f"p{rng.randrange(10):02d}_{i:02d}"
-        row_metric = metric if metric != "mixed" else ("rmse" if i % 2 else "accuracy")
-        pid = store.begin_pipeline(run_id, name, {}, [], "ds", "h")
-        for fold in range(3):
-            value = rng.choice([None, 0.5, 0.25, 0.75, round(rng.random(), 1)])
-            prediction = store.save_prediction(
-                pid, None, "ds", "M", "pkg.M", str(fold), "val", value, None, None, row_metric,
-                "regression", 10, 5, {}, {}, None, None, 0, 0.0)
-            rows.append((value, name, prediction, row_metric))
-        store.complete_pipeline(pid, None, None, row_metric, 1)
+    rows = _random_predictions(store, 7, 40, 10, lambda rng: 3,
+                               lambda rng, fold: rng.choice([None, 0.5, 0.25, 0.75,
+                                                             round(rng.random(), 1)]), metric)
 
     def sort_key(row):
-        value, name, prediction, row_metric = row
+        value, name, prediction = row["value"], row["name"], row["prediction_id"]
         if value is None:
             return (1, 0.0, name, prediction)
         if ascending is None:
-            better_high = ranking.higher_is_better(row_metric)
+            better_high = ranking.higher_is_better(row["metric"])
         else:
             better_high = not ascending
         return (0, -value if better_high else value, name, prediction)
@@ -117,7 +130,7 @@ def test_top_n_agrees_with_a_full_sort_through_ties_and_nulls(store, metric, asc
         with pytest.raises(InvalidInputError):
             store.top_predictions(5, ascending=ascending)
         return
-    expected_all = [r[2] for r in sorted(rows, key=sort_key)]
+    expected_all = [r["prediction_id"] for r in sorted(rows, key=sort_key)]
     for n in (1, 3, 7, 20, 119, 120, 200):
         got = store.top_predictions(n, ascending=ascending)["prediction_id"].to_list()
         assert got == expected_all[:n], n
@@ -129,23 +142,10 @@ def test_top_n_per_group_agrees_with_a_full_sort(store, metric, group_by):
     """The top n per group (found on DuckDB from each group's n best keys first) is exactly
     the first n of each group's full sort, groups ordered by their best row; ties at a
     group's boundary, groups smaller than n and groups without any score included."""
-    import random
-
-    rng = random.Random(11)
-    run_id = store.begin_run("exp", {}, [])
-    rows = []
-    for i in range(30):
-        name = f"p{rng.randrange(8):02d}_{i:02d}"
-        row_metric = metric if metric != "mixed" else ("rmse" if i % 2 else "accuracy")
-        pid = store.begin_pipeline(run_id, name, {}, [], "ds", "h")
-        for fold in range(rng.randrange(1, 5)):
-            value = None if fold == 3 else rng.choice([None, 0.5, 0.25, round(rng.random(), 1)])
-            prediction = store.save_prediction(
-                pid, None, "ds", "M", "pkg.M", str(fold), "val", value, None, None, row_metric,
-                "regression", 10, 5, {}, {}, None, None, 0, 0.0)
-            rows.append({"value": value, "name": name, "prediction_id": prediction,
-                         "metric": row_metric, "fold_id": str(fold), "pipeline_id": pid})
-        store.complete_pipeline(pid, None, None, row_metric, 1)
+    rows = _random_predictions(
+        store, 11, 30, 8, lambda rng: rng.randrange(1, 5),
+        lambda rng, fold: None if fold == 3 else rng.choice([None, 0.5, 0.25, round(rng.random(), 1)]),
+        metric)
 
     def key(row):
         if row["value"] is None:

@@ -95,17 +95,9 @@ class ArrayStore:
                 if pid in seen:
                     raise InvalidInputError(f"prediction {pid!r} appears twice in the batch")
                 seen.add(pid)
-        datasets = [r["dataset_name"] for r in normalized]
-        if len(set(datasets)) <= 1:  # the usual case: one file, rows in the records' order
-            if not normalized:
-                return [], []
-            name = new_part_name()
-            final = self.root / dataset_dirname(datasets[0]) / name
-            return ([(final, records_to_table(normalized), datasets[0])],
-                    [(name, row) for row in range(len(normalized))])
         by_dataset: dict[str, list[int]] = defaultdict(list)
-        for index, dataset in enumerate(datasets):
-            by_dataset[dataset].append(index)
+        for index, record in enumerate(normalized):
+            by_dataset[record["dataset_name"]].append(index)
         plan = []
         locations: list[tuple[str, int]] = [("", 0)] * len(normalized)
         for dataset, indexes in by_dataset.items():

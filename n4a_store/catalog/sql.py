@@ -466,18 +466,15 @@ class SqlCatalog(ABC):
         plan walks its score index in order (well under a millisecond at 1M predictions once
         the table is analysed), which a bound in the same statement only slows down.
         """
-        if not self.bounded_top_n or n <= 0:
+        # without group_by the key is the column or its negation (one direction per ranking)
+        if not self.bounded_top_n or n <= 0 or key not in (column, f"-{column}"):
             return None
         found = s.rows(f"SELECT {key} AS k FROM predictions {_where(clauses)} "
                        "ORDER BY k NULLS LAST LIMIT 1 OFFSET ?", [*params, n - 1])
         if not found or found[0][0] is None:
             return None
         worst = found[0][0]
-        if key == column:
-            return f"{column} <= ?", [worst]
-        if key == f"-{column}":
-            return f"{column} >= ?", [-worst]
-        return f"({key}) <= ?", [worst]
+        return (f"{column} <= ?", [worst]) if key == column else (f"{column} >= ?", [-worst])
 
     @staticmethod
     def _ranking_key(s: Session, column: str, group: str | None, where: str,
